@@ -76,19 +76,20 @@ def export(
     training = torch.onnx.TrainingMode.PRESERVE if keep_batchnorm else torch.onnx.TrainingMode.EVAL
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with torch.no_grad():
-            torch.onnx.export(
-                module,
-                args,
-                buf,
-                dynamo=False,
-                opset_version=opset,
-                training=training,
-                do_constant_folding=True,
-                input_names=list(input_names),
-                output_names=list(output_names),
-                dynamic_axes={k: dict(v) for k, v in (dynamic_axes or {}).items()},
-            )
+        # Grad mode stays on: nn.MultiheadAttention then takes its decomposed (exportable) path
+        # instead of the fused ``_native_multi_head_attention`` kernel.
+        torch.onnx.export(
+            module,
+            args,
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            training=training,
+            do_constant_folding=True,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes={k: dict(v) for k, v in (dynamic_axes or {}).items()},
+        )
     proto = onnx.load_from_string(buf.getvalue())
     if doc:
         proto.doc_string = doc
