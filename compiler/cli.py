@@ -1,0 +1,351 @@
+"""The ``edgec`` command line: ``compile``, ``opt``, ``inspect`` and ``passes``.
+
+User errors (every :class:`~edgec.errors.EdgecError`) print ``edgec: error: <one line>`` and exit
+with code 2; anything else is an internal error (exit 1) whose traceback ``--debug`` shows.
+Outputs are written atomically: a failed run never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import click
+
+from . import __version__
+from .errors import EdgecError, ModelLoadError, PipelineError
+from .passmanager import (
+    DEFAULT_OPT_LEVEL, PassContext, PassManager, PassManagerOptions, PassRegistry, Pipeline, parse_pipeline,
+    preset_pipeline, using_registry,
+)
+
+__all__ = ["cli", "main"]
+
+
+# --- error handling -----------------------------------------------------------------------------
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class EdgecGroup(click.Group):
+    """A click group that turns exceptions into one-line messages and exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except EdgecError as e:
+            if ctx.params.get("debug"):
+                traceback.print_exc(file=sys.stderr)
+            click.echo(f"edgec: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            if ctx.params.get("debug"):
+                traceback.print_exc(file=sys.stderr)
+                click.echo(f"edgec: internal error: {type(e).__name__}: {_one_line(e)}", err=True)
+            else:
+                click.echo(f"edgec: internal error: {type(e).__name__}: {_one_line(e)} "
+                           f"(rerun with --debug for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@dataclass
+class _State:
+    debug: bool = False
+    plugins: Sequence[str] = ()
+    _registry: Optional[PassRegistry] = None
+
+    @property
+    def registry(self) -> PassRegistry:
+        """A fresh registry with the entry points and the --load-pass-plugin files."""
+        if self._registry is None:
+            reg = PassRegistry()
+            reg.ensure_loaded()
+            for path in self.plugins:
+                reg.load_file(path)
+            self._registry = reg
+        return self._registry
+
+    def load_passes(self) -> PassRegistry:
+        """Load the built-in and plugin passes now (errors surface before any work)."""
+        return self.registry
+
+    def rerun_flags(self) -> List[str]:
+        out: List[str] = []
+        for path in self.plugins:
+            out += ["--load-pass-plugin", os.path.abspath(path)]
+        return out
+
+
+@click.group(cls=EdgecGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="edgec")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.option("--load-pass-plugin", "plugins", multiple=True, metavar="FILE.py",
+              help="Load passes from a Python file (repeatable).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, plugins: Tuple[str, ...]) -> None:
+    """edgec: a graph-level compiler for ONNX models on edge devices and accelerators."""
+    ctx.obj = _State(debug=debug, plugins=plugins)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="edgec")
+
+
+# --- pipeline and debugging flags ---------------------------------------------------------------
+
+def _names(values: Sequence[str]) -> List[str]:
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+_PIPELINE_FLAGS: List[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.option("-O", "opt_level", type=click.IntRange(0, 3), default=None, metavar="0-3",
+                 help="Optimization preset -O0..-O3 (runs before --passes when both are given)."),
+    click.option("--passes", "passes_text", default=None, metavar="PIPELINE",
+                 help='Pass pipeline, e.g. "dce,repeat{max-iters=5}(fold,dce)".'),
+    click.option("--disable-pass", multiple=True, metavar="NAME", help="Remove a pass from the pipeline (repeatable)."),
+    click.option("--verify-each/--no-verify-each", default=True, show_default=True,
+                 help="Verify the IR after every pass."),
+    click.option("--print-ir-before", multiple=True, metavar="NAMES", help="Print the IR before these passes."),
+    click.option("--print-ir-after", multiple=True, metavar="NAMES", help="Print the IR after these passes."),
+    click.option("--print-ir-before-all", is_flag=True, help="Print the IR before every pass."),
+    click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass."),
+    click.option("--print-ir-after-change", is_flag=True, help="Print the IR after a pass only when it changed it."),
+    click.option("--ir-dump-dir", type=click.Path(file_okay=False), default=None,
+                 help="Write the IR after every pass to numbered files in DIR."),
+    click.option("--timing", is_flag=True, help="Print per-pass wall time to stderr."),
+    click.option("--pass-statistics", is_flag=True, help="Print pass statistics to stderr."),
+    click.option("--crash-reproducer", type=click.Path(file_okay=False), default=None, metavar="DIR",
+                 help="When a pass fails, write a reproducer (input.ir, pipeline.txt, run.sh) to DIR."),
+    click.option("--elide-tensors-larger", type=int, default=16, show_default=True, metavar="N",
+                 help="In IR dumps, elide tensors with more than N elements (-1: never)."),
+]
+
+
+def pipeline_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the pipeline and debugging flags shared by `compile` and `opt`."""
+    for deco in reversed(_PIPELINE_FLAGS):
+        fn = deco(fn)
+    return fn
+
+
+def _build_pipeline(registry: PassRegistry, opt_level: Optional[int], passes_text: Optional[str],
+                    disable: Sequence[str], default_level: Optional[int]) -> Pipeline:
+    pipe = Pipeline()
+    level = opt_level if opt_level is not None else (default_level if passes_text is None else None)
+    if level is not None:
+        pipe = preset_pipeline(level, registry)
+    if passes_text is not None:
+        pipe = pipe + parse_pipeline(passes_text, registry)
+    for name in _names(disable):
+        if name not in registry:
+            raise PipelineError(f"--disable-pass: unknown pass '{name}'{registry.suggest(name)}")
+    return pipe.without(_names(disable))
+
+
+def _run_pipeline(state: _State, model: Any, kw: Dict[str, Any], *, default_level: Optional[int]) -> Pipeline:
+    registry = state.registry
+    with using_registry(registry):
+        pipe = _build_pipeline(registry, kw["opt_level"], kw["passes_text"], kw["disable_pass"], default_level)
+        for flag in ("print_ir_before", "print_ir_after"):
+            for name in _names(kw[flag]):
+                if name not in registry:
+                    raise PipelineError(f"--{flag.replace('_', '-')}: unknown pass '{name}'{registry.suggest(name)}")
+        elide = kw["elide_tensors_larger"]
+        options = PassManagerOptions(
+            verify_each=kw["verify_each"],
+            print_ir_before=_names(kw["print_ir_before"]), print_ir_after=_names(kw["print_ir_after"]),
+            print_ir_before_all=kw["print_ir_before_all"], print_ir_after_all=kw["print_ir_after_all"],
+            print_ir_after_change=kw["print_ir_after_change"], ir_dump_dir=kw["ir_dump_dir"],
+            timing=kw["timing"], pass_statistics=kw["pass_statistics"], crash_reproducer=kw["crash_reproducer"],
+            elide_limit=None if elide is not None and elide < 0 else elide,
+            rerun_group_flags=state.rerun_flags(),
+        )
+        pctx = PassContext()
+        PassManager.with_options(pipe, options, ctx=pctx).run(model)
+        for w in pctx.warnings:
+            click.echo(f"edgec: warning: {_one_line(w)}", err=True)
+    return pipe
+
+
+# --- reading and writing ------------------------------------------------------------------------
+
+def _read_input(path: str) -> Any:
+    """An ONNX file (``.onnx``) or textual IR (anything else; ``-`` is stdin)."""
+    from .ir.parser import parse_model
+
+    if path == "-":
+        return parse_model(click.get_text_stream("stdin").read())
+    if path.lower().endswith(".onnx"):
+        from .frontend.onnx_import import load_model
+
+        return load_model(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    model = parse_model(text)
+    if getattr(model, "base_dir", None) is None:
+        model.base_dir = os.path.dirname(os.path.abspath(path))
+    return model
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        tmp = ""
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _write_output(model: Any, path: Optional[str]) -> None:
+    if path is None or path == "-":
+        from .ir.printer import print_model
+
+        click.echo(print_model(model, elide_limit=None), nl=False)
+    elif path.lower().endswith(".onnx"):
+        from .backends.onnx_export import save_model
+
+        save_model(model, path)
+    else:
+        from .ir.printer import print_model
+
+        _write_text_atomic(path, print_model(model, elide_limit=None))
+
+
+def _count_nodes(model: Any) -> int:
+    return sum(1 for _ in model.graph.all_nodes())
+
+
+def _disk_size(path: str, model: Any) -> int:
+    """Bytes of the model file plus the external data files its tensors point to."""
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    files = set()
+    for g in model.all_graphs():
+        for v in g.initializers.values():
+            p = getattr(v.const, "path", None)
+            if isinstance(p, str):
+                files.add(os.path.abspath(p if os.path.isabs(p) else os.path.join(model.base_dir or "", p)))
+    return size + sum(os.path.getsize(f) for f in files if os.path.isfile(f))
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+@cli.command("compile")
+@click.argument("model_path", metavar="MODEL")
+@click.option("-o", "--output", required=True, metavar="OUT", help="Output file.")
+@click.option("--target", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Output format.")
+@click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224",
+              help="Pin the shape of a graph input (repeatable).")
+@pipeline_flags
+@click.pass_obj
+def compile_cmd(state: _State, model_path: str, output: str, target: str, input_shape: Tuple[str, ...], **kw: Any) -> None:
+    """Compile an ONNX MODEL: load, pin shapes, optimize (default -O2), verify, save."""
+    from .backends.onnx_export import save_model
+    from .frontend.onnx_import import load_model
+    from .ir.verifier import verify
+    from .shapes_pin import parse_shape_spec, pin_input_shapes
+
+    shapes = dict(parse_shape_spec(s) for s in input_shape)
+    state.load_passes()  # plugins load before the (possibly slow) model load
+    model = load_model(model_path)
+    nodes_before, size_before = _count_nodes(model), _disk_size(model_path, model)
+    if shapes:
+        pin_input_shapes(model, shapes)
+    pipe = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL)
+    verify(model)
+    save_model(model, output)
+    nodes_after, size_after = _count_nodes(model), _disk_size(output, model)
+    click.echo(f"edgec: {model_path} -> {output}: {nodes_before} -> {nodes_after} nodes, "
+               f"{_human(size_before)} -> {_human(size_after)} (pipeline: {pipe or '(none)'})")
+
+
+@cli.command("opt")
+@click.argument("input_path", metavar="INPUT")
+@click.option("-o", "--output", default=None, metavar="OUT",
+              help="Output: .onnx writes ONNX, anything else IR text; default: IR text to stdout.")
+@pipeline_flags
+@click.pass_obj
+def opt_cmd(state: _State, input_path: str, output: Optional[str], **kw: Any) -> None:
+    """Run passes on IR text (or ONNX) INPUT, like mlir-opt ('-' reads stdin). Runs nothing by default."""
+    state.load_passes()
+    model = _read_input(input_path)
+    _run_pipeline(state, model, kw, default_level=None)
+    if not kw["verify_each"]:
+        from .ir.verifier import verify
+
+        verify(model)
+    _write_output(model, output)
+
+
+@cli.command("inspect")
+@click.argument("model_path", metavar="MODEL")
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@click.pass_obj
+def inspect_cmd(state: _State, model_path: str, as_json: bool) -> None:
+    """Print statistics of a model (ONNX or IR text): ops, parameters, MACs, inputs and outputs."""
+    from .inspect import format_stats, model_stats
+
+    stats = model_stats(_read_input(model_path))
+    if as_json:
+        click.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))
+    else:
+        text = format_stats(stats)
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@cli.command("passes")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@click.pass_obj
+def passes_cmd(state: _State, as_json: bool) -> None:
+    """List every registered pass: summary, opt level, provider and options."""
+    rows = []
+    for info in state.registry.infos():
+        rows.append({
+            "name": info.name,
+            "summary": info.cls.summary(),
+            "opt_level": info.cls.opt_level,
+            "idempotent": info.cls.idempotent,
+            "provider": info.provider.kind,
+            "provided_by": info.describe(),
+            "options": [{"name": o.name, "type": o.type_name, "default": o.default} for o in info.cls.options()],
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        click.echo(f"{r['name']}  -O{r['opt_level']}  [{r['provided_by']}]")
+        click.echo(f"    {r['summary']}")
+        for o in r["options"]:
+            default = o["default"]
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            if isinstance(default, bool):
+                shown = "true" if default else "false"
+            click.echo(f"    {o['name']}: {o['type']} = {shown}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
