@@ -304,17 +304,34 @@ def opt_cmd(state: _State, input_path: str, output: Optional[str], **kw: Any) ->
 @cli.command("inspect")
 @click.argument("model_path", metavar="MODEL")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224",
+              help="Pin the shape of a graph input before counting (repeatable).")
+@click.option("--dim", "dims", multiple=True, metavar="SYMBOL=N",
+              help="Give a symbolic dim a value for the MAC count, e.g. --dim batch=1 (repeatable).")
 @click.pass_obj
-def inspect_cmd(state: _State, model_path: str, as_json: bool) -> None:
+def inspect_cmd(state: _State, model_path: str, as_json: bool, input_shape: Tuple[str, ...], dims: Tuple[str, ...]) -> None:
     """Print statistics of a model (ONNX or IR text): ops, parameters, MACs, inputs and outputs."""
     from .inspect import format_stats, model_stats
+    from .ir.shapes import infer_shapes
+    from .shapes_pin import parse_shape_spec, pin_input_shapes
 
-    stats = model_stats(_read_input(model_path))
+    model = _read_input(model_path)
+    if input_shape:
+        pin_input_shapes(model, dict(parse_shape_spec(s) for s in input_shape))
+    infer_shapes(model)  # MACs need shapes; declared types are refined, never overwritten
+    stats = model_stats(model, dims=dict(_parse_dim(d) for d in dims) or None)
     if as_json:
         click.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))
     else:
         text = format_stats(stats)
         click.echo(text, nl=not text.endswith("\n"))
+
+
+def _parse_dim(text: str) -> Tuple[str, int]:
+    name, sep, value = text.rpartition("=")
+    if not sep or not name or not value.isdigit():
+        raise click.BadParameter(f"expected SYMBOL=N, got '{text}'", param_hint="--dim")
+    return name, int(value)
 
 
 @cli.command("passes")

@@ -5,5 +5,6 @@ Importing this package registers them; edgec's own distribution declares it as i
 """
 
 from . import dce, toposort
+from . import infer_shapes
 
-__all__ = ["dce", "toposort"]
+__all__ = ["dce", "toposort", "infer_shapes"]
