@@ -374,6 +374,7 @@ class Graph:
         self.doc_string = ""
         self.metadata_props: Dict[str, str] = {}
         self.parent: Optional[Node] = None  # the node whose attribute holds this graph
+        self.meta: Dict[str, Any] = {}  # front-end extras kept verbatim (e.g. ONNX quantization_annotation)
         self.model: Optional[Model] = None
         self._inputs: List[Value] = []
         self._input_set: set = set()
@@ -631,6 +632,7 @@ class Model:
         self.functions: Dict[Tuple[str, str, str], Function] = {}
         self.training_info: List[bytes] = []  # serialized TrainingInfoProto, carried verbatim
         self.base_dir: Optional[str] = None  # directory the model was read from (external data)
+        self.meta: Dict[str, Any] = {}  # front-end extras kept verbatim (e.g. ONNX configuration)
 
     def opset(self, domain: str = "") -> Optional[int]:
         """The imported version of a domain (``''`` and ``'ai.onnx'`` are the same)."""

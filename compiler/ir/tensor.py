@@ -134,7 +134,7 @@ def to_proto(tensor: Tensor, name: str) -> TensorProto:
         proto = TensorProto(name=name, data_type=TensorProto.STRING, dims=tensor.dims)
         proto.string_data.extend(s if isinstance(s, bytes) else str(s).encode("utf-8") for s in arr.ravel())
         return proto
-    return numpy_helper.from_array(np.ascontiguousarray(arr), name)
+    return numpy_helper.from_array(np.ascontiguousarray(arr).reshape(arr.shape), name)  # keeps 0-d shape
 
 
 def from_proto_values(proto: TensorProto) -> ArrayTensor:

@@ -1,0 +1,360 @@
+"""IR -> ONNX: the inverse of ``edgec.frontend.onnx_import``, and an atomic, streaming file writer.
+
+``to_proto`` builds a self-contained ``ModelProto`` (external tensors are read inline).
+``save_model`` writes ``<file>`` and, for external data, ``<file>.data`` beside it, each through a
+temporary file renamed into place; external tensors are streamed, never loaded whole.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+from typing import BinaryIO, Dict, List, Optional, Tuple
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, TensorProto
+
+from ..errors import UnsupportedModelError
+from ..ir.core import Attr, AttrKind, Function, Graph, Model, Node, SparseTensor, Value
+from ..ir.dtypes import DType
+from ..ir.tensor import ArrayTensor, ExternalTensor, Tensor, to_proto as tensor_to_proto
+from ..ir.types import MapType, OptionalType, SequenceType, Shape, SparseTensorType, TensorType, Type
+
+__all__ = ["to_proto", "save_model", "AUTO_EXTERNAL_BYTES"]
+
+#: Above this many tensor bytes ``save_model(external_data=None)`` writes external data (protobuf caps at 2 GiB).
+AUTO_EXTERNAL_BYTES = 1_800_000_000
+_ALIGN_BIG = mmap.ALLOCATIONGRANULARITY  # offsets of tensors >= 1 MiB are page aligned (mmap friendly)
+_ALIGN_SMALL = 64
+_CHUNK = 16 << 20  # ExternalTensor.copy_to's default chunk
+_ZEROS = memoryview(bytes(_CHUNK))  # calloc'ed: costs no memory until read
+
+
+def to_proto(model: Model) -> onnx.ModelProto:
+    """A ``ModelProto`` equal in meaning to ``model``; every tensor is stored inline."""
+    return _Exporter(None).model(model)
+
+
+def save_model(model: Model, path: str, *, external_data: Optional[bool] = None, size_threshold: int = 1024) -> None:
+    """Write ``model`` to ``path`` atomically.
+
+    ``external_data``: True puts every tensor of at least ``size_threshold`` bytes into
+    ``<basename of path>.data`` beside the model, False keeps all inline, None (default) goes external
+    when the tensors exceed :data:`AUTO_EXTERNAL_BYTES`. External tensors of the source model are
+    streamed (even when the source data file is the one being replaced).
+    """
+    path = os.path.abspath(os.fspath(path))
+    folder, base = os.path.split(path)
+    if external_data is None:
+        external_data = _total_tensor_bytes(model) > AUTO_EXTERNAL_BYTES
+    tmp_model = tmp_data = None
+    try:
+        writer = None
+        if external_data:
+            data_path = path + ".data"
+            fd, tmp_data = tempfile.mkstemp(prefix=f".{base}.data.", suffix=".tmp", dir=folder)
+            writer = _DataWriter(os.fdopen(fd, "wb"), os.path.basename(data_path), size_threshold)
+        proto = _Exporter(writer).model(model)
+        if writer is not None:
+            writer.close()
+        blob = proto.SerializeToString(deterministic=True)
+        del proto
+        fd, tmp_model = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        del blob
+        if writer is not None and writer.records:
+            os.replace(tmp_data, data_path)
+            tmp_data = None
+            _retarget(writer.records, data_path)
+        os.replace(tmp_model, path)
+        tmp_model = None
+    finally:
+        for t in (tmp_data, tmp_model):
+            if t is not None and os.path.exists(t):
+                os.unlink(t)
+
+
+def _retarget(records: List[Tuple[Tensor, int]], data_path: str) -> None:
+    """External tensors that read the file just replaced now point at their new bytes."""
+    real = os.path.realpath(data_path)
+    for t, offset in records:
+        if isinstance(t, ExternalTensor) and os.path.realpath(t.path) == real:
+            t.path, t.offset = real, offset
+
+
+def _total_tensor_bytes(model: Model) -> int:
+    total = 0
+    for g in model.all_graphs():
+        for v in g.initializers.values():
+            total += _nbytes(v.const)
+        for n in g:
+            for a in n.attrs.values():
+                vals = a.value if isinstance(a.value, list) else [a.value]
+                total += sum(_nbytes(x) for x in vals if isinstance(x, (Tensor, SparseTensor)))
+    return total
+
+
+def _nbytes(t) -> int:
+    if isinstance(t, ExternalTensor):
+        return t.length
+    if isinstance(t, SparseTensor):
+        return _nbytes(t.values) + _nbytes(t.indices)
+    if isinstance(t, Tensor):
+        return 0 if t.dtype == DType.STRING else t.nbytes
+    return 0
+
+
+class _DataWriter:
+    """Appends tensor bytes to the external data file; all-zero chunks become holes (sparse files)."""
+
+    def __init__(self, f: BinaryIO, location: str, threshold: int) -> None:
+        self.f = f
+        self.location = location
+        self.threshold = threshold
+        self.offset = 0
+        self.records: List[Tuple[Tensor, int]] = []
+
+    def wants(self, t: Tensor) -> bool:
+        return t.dtype != DType.STRING and _nbytes(t) >= self.threshold
+
+    def write(self, t: Tensor) -> Tuple[int, int]:
+        length = _nbytes(t)
+        align = _ALIGN_BIG if length >= (1 << 20) else _ALIGN_SMALL
+        start = -(-self.offset // align) * align
+        self.f.seek(start)
+        self.offset = start
+        if isinstance(t, ExternalTensor):
+            t.copy_to(_Sink(self))  # type: ignore[arg-type]
+        else:
+            arr = t.numpy()
+            if t.dtype.itemsize_bits % 8 == 0 and arr.dtype.byteorder != ">":
+                buf = memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+            else:
+                buf = memoryview(t.raw_bytes())
+            for i in range(0, len(buf), _CHUNK):
+                self.write_bytes(buf[i:i + _CHUNK])
+        if self.offset != start + length:
+            raise OSError(f"tensor bytes written ({self.offset - start}) differ from its size ({length})")
+        self.records.append((t, start))
+        return start, length
+
+    def write_bytes(self, buf) -> None:
+        """Write one chunk (at most 16 MiB); an all-zero chunk of 64 KiB or more is skipped as a hole."""
+        n = len(buf)
+        if n >= (64 << 10) and n <= _CHUNK and buf[:1] == b"\0" and buf == _ZEROS[:n]:
+            self.f.seek(n, os.SEEK_CUR)
+        else:
+            self.f.write(buf)
+        self.offset += n
+
+    def close(self) -> None:
+        self.f.truncate(self.offset)  # materialise a trailing hole
+        self.f.close()
+
+
+class _Sink:
+    """The file-like view of a _DataWriter that ExternalTensor.copy_to writes into."""
+
+    def __init__(self, w: _DataWriter) -> None:
+        self.write = w.write_bytes
+
+
+class _Exporter:
+    def __init__(self, writer: Optional[_DataWriter]) -> None:
+        self.writer = writer
+
+    # --- model --------------------------------------------------------------------------------
+    def model(self, m: Model) -> onnx.ModelProto:
+        p = _new(onnx.ModelProto, ir_version=m.ir_version, producer_name=m.producer_name,
+                 producer_version=m.producer_version, domain=m.domain,
+                 model_version=m.model_version, doc_string=m.doc_string)
+        p.opset_import.extend(onnx.OperatorSetIdProto(domain=d, version=v) for d, v in m.opset_imports.items())
+        _props(p.metadata_props, m.metadata_props)
+        self.graph(m.graph, p.graph)
+        for f in m.functions.values():
+            p.functions.append(self.function(f))
+        for blob in m.training_info:
+            p.training_info.add().ParseFromString(blob)
+        for blob in m.meta.get("onnx.configuration", ()):
+            p.configuration.add().ParseFromString(blob)
+        return p
+
+    def function(self, f: Function) -> onnx.FunctionProto:
+        g = f.graph
+        p = _new(onnx.FunctionProto, name=f.name, domain=f.domain, overload=f.overload, doc_string=f.doc_string)
+        p.input.extend(v.name for v in g.inputs)
+        p.output.extend(v.name for v in g.outputs)
+        p.attribute.extend(a for a in f.attributes if a not in f.attribute_defaults)
+        names = [a for a in f.attributes if a in f.attribute_defaults]
+        names += [a for a in f.attribute_defaults if a not in names]
+        p.attribute_proto.extend(self.attr(f.attribute_defaults[a], a) for a in names)
+        p.node.extend(self.node(n) for n in g)
+        p.opset_import.extend(onnx.OperatorSetIdProto(domain=d, version=v) for d, v in f.opset_imports.items())
+        for v in (*g.inputs, *g.outputs):
+            if v.type is not None:
+                p.value_info.append(_value_info(v))
+        p.value_info.extend(self._intermediate_infos(g))
+        _props(p.metadata_props, f.metadata_props)
+        return p
+
+    # --- graphs -------------------------------------------------------------------------------
+    def graph(self, g: Graph, p: Optional[onnx.GraphProto] = None) -> onnx.GraphProto:
+        p = onnx.GraphProto() if p is None else p
+        _new(p, name=g.name, doc_string=g.doc_string)
+        p.node.extend(self.node(n) for n in g)
+        for v in g.initializers.values():
+            if isinstance(v.const, SparseTensor):
+                p.sparse_initializer.append(self.sparse(v.const, v.name))
+            else:
+                p.initializer.append(self.tensor(v.const, v.name, initializer=True))
+        p.input.extend(_value_info(v) for v in g.inputs)
+        p.output.extend(_value_info(v) for v in g.outputs)
+        p.value_info.extend(self._intermediate_infos(g))
+        for blob in g.meta.get("onnx.quantization_annotation", ()):
+            p.quantization_annotation.add().ParseFromString(blob)
+        _props(p.metadata_props, g.metadata_props)
+        return p
+
+    @staticmethod
+    def _intermediate_infos(g: Graph) -> List[onnx.ValueInfoProto]:
+        outs = {id(v) for v in g.outputs}
+        return [_value_info(v) for n in g for v in n.outputs
+                if v is not None and id(v) not in outs and (v.type is not None or v.doc_string or v.metadata_props)]
+
+    def node(self, n: Node) -> onnx.NodeProto:
+        p = _new(onnx.NodeProto, op_type=n.op_type, domain=n.domain, name=n.name, overload=n.overload,
+                 doc_string=n.doc_string)
+        p.input.extend(v.name if v is not None else "" for v in n.inputs)
+        p.output.extend(v.name if v is not None else "" for v in n.outputs)
+        p.attribute.extend(self.attr(a, name) for name, a in n.attrs.items())
+        _props(p.metadata_props, n.metadata_props)
+        for blob in n.meta.get("onnx.device_configurations", ()):
+            p.device_configurations.add().ParseFromString(blob)
+        return p
+
+    # --- attributes and tensors ---------------------------------------------------------------
+    def attr(self, a: Attr, name: str) -> AttributeProto:
+        p = _new(AttributeProto, name=name, type=int(a.kind), doc_string=a.doc_string)
+        if a.ref:
+            p.ref_attr_name = a.ref
+            return p
+        K, v = AttrKind, a.value
+        if a.kind == K.FLOAT:
+            p.f = float(v)
+        elif a.kind == K.INT:
+            p.i = int(v)
+        elif a.kind == K.STRING:
+            p.s = _bytes(v)
+        elif a.kind == K.TENSOR:
+            p.t.CopyFrom(self.tensor(_as_tensor(v), ""))
+        elif a.kind == K.GRAPH:
+            p.g.SetInParent()
+            self.graph(v, p.g)
+        elif a.kind == K.SPARSE_TENSOR:
+            p.sparse_tensor.CopyFrom(self.sparse(v, ""))
+        elif a.kind == K.TYPE_PROTO:
+            p.tp.CopyFrom(_type_proto(v))
+        elif a.kind == K.FLOATS:
+            p.floats.extend(float(x) for x in v)
+        elif a.kind == K.INTS:
+            p.ints.extend(int(x) for x in v)
+        elif a.kind == K.STRINGS:
+            p.strings.extend(_bytes(x) for x in v)
+        elif a.kind == K.TENSORS:
+            p.tensors.extend(self.tensor(_as_tensor(x), "") for x in v)
+        elif a.kind == K.GRAPHS:
+            p.graphs.extend(self.graph(x) for x in v)
+        elif a.kind == K.SPARSE_TENSORS:
+            p.sparse_tensors.extend(self.sparse(x, "") for x in v)
+        elif a.kind == K.TYPE_PROTOS:
+            p.type_protos.extend(_type_proto(x) for x in v)
+        else:
+            raise UnsupportedModelError(f"attribute '{name}' has undefined kind")
+        return p
+
+    def tensor(self, t: Tensor, name: str, *, initializer: bool = False) -> TensorProto:
+        w = self.writer
+        if w is not None and (initializer or t.is_external) and w.wants(t):
+            offset, length = w.write(t)
+            p = TensorProto(name=name, data_type=int(t.dtype), dims=t.dims, data_location=TensorProto.EXTERNAL)
+            for k, val in (("location", w.location), ("offset", str(offset)), ("length", str(length))):
+                e = p.external_data.add()
+                e.key, e.value = k, val
+            return p
+        return tensor_to_proto(t, name)
+
+    def sparse(self, s: SparseTensor, name: str) -> onnx.SparseTensorProto:
+        p = onnx.SparseTensorProto(dims=s.dims)
+        p.values.CopyFrom(self.tensor(s.values, name))
+        p.indices.CopyFrom(self.tensor(s.indices, ""))
+        return p
+
+
+def _new(cls_or_proto, **fields):
+    """A proto (or the given one) with only the non-default scalar fields set (no empty-string noise)."""
+    p = cls_or_proto() if isinstance(cls_or_proto, type) else cls_or_proto
+    for k, v in fields.items():
+        if v:
+            setattr(p, k, v)
+    return p
+
+
+def _as_tensor(v) -> Tensor:
+    return v if isinstance(v, Tensor) else ArrayTensor(np.asarray(v))
+
+
+def _bytes(v) -> bytes:
+    return v if isinstance(v, bytes) else str(v).encode("utf-8")
+
+
+def _props(field, props: Dict[str, str]) -> None:
+    for k, v in props.items():
+        e = field.add()
+        e.key, e.value = k, v
+
+
+def _value_info(v: Value) -> onnx.ValueInfoProto:
+    p = _new(onnx.ValueInfoProto, name=v.name, doc_string=v.doc_string)
+    if v.type is not None:
+        p.type.CopyFrom(_type_proto(v.type))
+    _props(p.metadata_props, v.metadata_props)
+    return p
+
+
+def _shape_into(shape_field, shape: Shape) -> None:
+    if shape.dims is None:
+        return
+    s = shape_field
+    s.SetInParent()
+    for d in shape.dims:
+        dim = s.dim.add()
+        if isinstance(d, int):
+            dim.dim_value = d
+        elif isinstance(d, str):
+            dim.dim_param = d
+
+
+def _type_proto(t: Optional[Type]) -> onnx.TypeProto:
+    p = onnx.TypeProto()
+    if isinstance(t, TensorType):
+        p.tensor_type.elem_type = int(t.dtype)
+        _shape_into(p.tensor_type.shape, t.shape)
+    elif isinstance(t, SparseTensorType):
+        p.sparse_tensor_type.elem_type = int(t.dtype)
+        _shape_into(p.sparse_tensor_type.shape, t.shape)
+    elif isinstance(t, SequenceType):
+        p.sequence_type.SetInParent()
+        if t.elem is not None:
+            p.sequence_type.elem_type.CopyFrom(_type_proto(t.elem))
+    elif isinstance(t, OptionalType):
+        p.optional_type.SetInParent()
+        if t.elem is not None:
+            p.optional_type.elem_type.CopyFrom(_type_proto(t.elem))
+    elif isinstance(t, MapType):
+        p.map_type.key_type = int(t.key)
+        if t.value is not None:
+            p.map_type.value_type.CopyFrom(_type_proto(t.value))
+    return p
