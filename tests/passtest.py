@@ -21,14 +21,14 @@ from edgec.ir import DType, Model, TensorType
 from edgec.ir.parser import parse_model
 from edgec.ir.printer import print_model
 from edgec.ir.verifier import verify
-from edgec.passmanager import PassManager
+from edgec.passmanager import PassManager, PassManagerOptions
 
 SYMBOL_VALUES = (1, 3)  # every symbolic dim is tested at these values
 
 
 def run_pipeline(model: Model, pipeline: str) -> bool:
     """Run ``pipeline`` with the verifier after every pass; True when anything changed."""
-    return PassManager(pipeline).run(model)
+    return PassManager.with_options(pipeline, PassManagerOptions(verify_each=True)).run(model)
 
 
 def canonical(model: Model) -> str:
@@ -73,7 +73,14 @@ def random_inputs(model: Model, seed: int, symbol_value: int) -> Dict[str, np.nd
 
 
 def run_model(model: Model, feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:
-    """Outputs of the model in onnxruntime (one thread, no ORT optimizations), or onnx.reference."""
+    """Outputs of the model in onnxruntime (one thread, no ORT optimizations), or onnx.reference.
+
+    edgec-domain ops are lowered to standard ONNX first (on a copy)."""
+    from edgec.backends.onnx_lowering import has_edgec_ops, lower_for_onnx
+
+    if has_edgec_ops(model):
+        model = parse_model(print_model(model, elide_limit=None))
+        lower_for_onnx(model)
     proto = to_proto(model)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1

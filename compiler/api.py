@@ -1,0 +1,43 @@
+"""The Python API: load, optimize and save a model in three calls.
+
+    import edgec
+    model = edgec.load("model.onnx")
+    edgec.optimize(model, opt_level=2)          # or pipeline="dce,fold-constants"
+    edgec.save(model, "out.onnx")
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+from .ir import Model
+from .passmanager import PassContext, PassManager, PassManagerOptions, parse_pipeline, preset_pipeline
+
+__all__ = ["load", "save", "optimize"]
+
+
+def load(path: str) -> Model:
+    """Read an ONNX file (external data is mapped lazily, never copied whole)."""
+    from .frontend.onnx_import import load_model
+
+    return load_model(path)
+
+
+def save(model: Model, path: str, *, external_data: Optional[bool] = None) -> None:
+    """Write ``model`` as ONNX, atomically; edgec-domain ops are lowered to what onnxruntime runs."""
+    from .backends.onnx_export import save_model
+
+    save_model(model, path, external_data=external_data)
+
+
+def optimize(model: Model, *, opt_level: Optional[int] = 2, pipeline: Optional[str] = None,
+             disable: Sequence[str] = (), verify_each: bool = True) -> Dict[str, Dict[str, int]]:
+    """Run the ``-O<opt_level>`` preset, then ``pipeline`` (if given), in place; returns pass statistics."""
+    pipe = preset_pipeline(opt_level) if opt_level is not None else parse_pipeline("")
+    if pipeline:
+        pipe = pipe + parse_pipeline(pipeline)
+    if disable:
+        pipe = pipe.without(list(disable))
+    ctx = PassContext()
+    PassManager.with_options(pipe, PassManagerOptions(verify_each=verify_each), ctx=ctx).run(model)
+    return ctx.stats
