@@ -36,7 +36,10 @@ def canonical(model: Model) -> str:
     so that expected IR can be written by hand without guessing generated names."""
     text = print_model(model, elide_limit=None)
     text = re.sub(r'\s*loc\("(?:[^"\\]|\\.)*"\)', "", text)
-    text = re.sub(r'\s*#\{[^{}]*"edgec\.rule"[^{}]*\}', "", text)
+    rule = r'"edgec\.rule": "(?:[^"\\]|\\.)*"'
+    text = re.sub(", " + rule, "", text)
+    text = re.sub(rule + "(, )?", "", text)
+    text = re.sub(r'\s*#\{meta=\{\}\}', "", text)
     interface = {v.name for v in list(model.graph.inputs) + list(model.graph.outputs)}
     names: Dict[str, str] = {}
 
