@@ -68,7 +68,7 @@ def random_inputs(model: Model, seed: int, symbol_value: int) -> Dict[str, np.nd
         if t.dtype.is_float:
             arr = rng.standard_normal(dims).astype(t.dtype.numpy)
         elif t.dtype == DType.BOOL:
-            arr = rng.random(dims) < 0.5
+            arr = np.asarray(rng.random(dims) < 0.5)
         else:
             arr = rng.integers(0, 4, dims).astype(t.dtype.numpy)
         feeds[v.name] = arr

@@ -1,0 +1,78 @@
+"""edgec's own ops (domain ``edgec``, version 1): fused producer+activation ops and recovered patterns.
+
+Fusion and recovery passes create them; backends consume them (the C backend directly,
+``edgec.backends.onnx_lowering.lower_for_onnx`` rewrites them into standard ONNX or ORT contrib
+ops). Importing this module registers them with :func:`edgec.ir.opschema.register_op`.
+
+=====================  ==================  ==========================================================
+op                     inputs              semantics
+=====================  ==================  ==========================================================
+FusedConv              X, W, B?            ``act(Conv(X, W, B))``; every Conv attribute
+FusedConvTranspose     X, W, B?            ``act(ConvTranspose(X, W, B))``; every ConvTranspose attribute
+FusedGemm              A, B, C?            ``act(Gemm(A, B, C))``; alpha, beta, transA, transB
+FusedMatMul            A, B, Bias?         ``act(MatMul(A, B) + Bias)``; Bias is 1-D of size N (last axis)
+Gelu                   X                   ``approximate="none"``: x*0.5*(1+erf(x/sqrt 2));
+                                           ``"tanh"``: 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
+LayerNorm              X, Scale, B?        ONNX LayerNormalization-17 (axis, epsilon), first output only
+=====================  ==================  ==========================================================
+
+Fused ops carry ``activation`` (string; absent or ``""`` means none) and ``activation_params``
+(floats). Activations (``act``) and their parameters:
+
+=============  ==================  ================================================
+activation     activation_params   act(y)
+=============  ==================  ================================================
+Relu           -                   max(y, 0)
+Clip           min, max            min(max(y, min), max)
+LeakyRelu      alpha               y if y >= 0 else alpha*y
+Sigmoid        -                   1/(1+exp(-y))
+HardSigmoid    alpha, beta         max(0, min(1, alpha*y + beta))
+HardSwish      -                   y * max(0, min(1, y/6 + 1/2))
+Gelu           -                   y*0.5*(1+erf(y/sqrt 2))
+GeluTanh       -                   0.5y(1+tanh(sqrt(2/pi)(y+0.044715y^3)))
+Silu           -                   y * sigmoid(y)
+Tanh           -                   tanh(y)
+=============  ==================  ================================================
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+from .opschema import register_op, registered_ops
+
+__all__ = ["DOMAIN", "VERSION", "ACTIVATIONS", "ACTIVATION_PARAM_COUNT", "FUSED_OPS"]
+
+DOMAIN = "edgec"
+VERSION = 1
+
+#: activation name -> number of ``activation_params`` it takes.
+ACTIVATION_PARAM_COUNT: Dict[str, int] = {
+    "Relu": 0, "Clip": 2, "LeakyRelu": 1, "Sigmoid": 0, "HardSigmoid": 2, "HardSwish": 0,
+    "Gelu": 0, "GeluTanh": 0, "Silu": 0, "Tanh": 0,
+}
+ACTIVATIONS: Tuple[str, ...] = tuple(ACTIVATION_PARAM_COUNT)
+
+#: fused op -> the standard op it extends.
+FUSED_OPS: Dict[str, str] = {
+    "FusedConv": "Conv", "FusedConvTranspose": "ConvTranspose", "FusedGemm": "Gemm", "FusedMatMul": "MatMul",
+}
+
+_SPECS = {
+    "FusedConv": (2, 3, "act(Conv(X, W, B)) with Conv attributes plus activation/activation_params"),
+    "FusedConvTranspose": (2, 3, "act(ConvTranspose(X, W, B)) with ConvTranspose attributes plus activation"),
+    "FusedGemm": (2, 3, "act(Gemm(A, B, C)) with Gemm attributes plus activation/activation_params"),
+    "FusedMatMul": (2, 3, "act(MatMul(A, B) + Bias) with activation/activation_params"),
+    "Gelu": (1, 1, "GELU; approximate='none' (erf) or 'tanh'"),
+    "LayerNorm": (2, 3, "LayerNormalization-17 semantics (axis, epsilon), one output"),
+}
+
+
+def _register() -> None:
+    have = registered_ops()
+    for op, (lo, hi, doc) in _SPECS.items():
+        if (DOMAIN, op) not in have:
+            register_op(DOMAIN, op, min_inputs=lo, max_inputs=hi, num_outputs=1, doc=doc)
+
+
+_register()
