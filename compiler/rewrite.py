@@ -187,10 +187,15 @@ def constant_value(value: Optional[Value]) -> Optional[np.ndarray]:
             return value.const.numpy()
         return None
     node = value.producer
-    if node.op_type == "Constant" and node.domain == "" and "value" in node.attrs:
-        t = node.attr("value")
-        if isinstance(t, Tensor):
-            return t.numpy()
+    if node.op_type != "Constant" or node.domain != "":
+        return None
+    t = node.attr("value")
+    if isinstance(t, Tensor):
+        return t.numpy()
+    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                       ("value_int", np.int64), ("value_ints", np.int64)):
+        if key in node.attrs:
+            return np.array(node.attr(key), dtype=dtype)
     return None
 
 
@@ -235,6 +240,7 @@ class Rewriter:
         self.anchor = anchor
         self.rule = rule
         self.created: List[Node] = []
+        self.constants: List[Value] = []
 
     def op(self, op_type: str, inputs: Sequence[Optional[Value]], attrs: Optional[Dict[str, Any]] = None, *,
            domain: str = "", outputs: int = 1, name: str = "", type=None) -> Union[Value, Tuple[Value, ...]]:
@@ -250,7 +256,9 @@ class Rewriter:
 
     def const(self, array: Union[np.ndarray, Tensor], name: str = "const") -> Value:
         """A new initializer in the root's graph."""
-        return self.graph.add_constant(array, name)
+        value = self.graph.add_constant(array, name)
+        self.constants.append(value)
+        return value
 
 
 Rewrite = Callable[[Match, Rewriter], Union[None, Value, Sequence[Optional[Value]]]]
@@ -283,10 +291,15 @@ class RewriteRule:
         if result is None:
             for n in reversed(rw.created):  # the rule changed its mind: undo what it built
                 graph.remove(n)
+            for c in rw.constants:
+                if not c.has_uses():
+                    graph.remove_initializer(c)
             return False
         new_values = [result] if isinstance(result, Value) else list(result)
         for old, new in zip(node.outputs, new_values):
             if old is not None and new is not None and new is not old:
+                if not can_replace(old, new):  # keep the graph's interface: an Identity takes the name
+                    new = rw.op("Identity", [new], type=old.type)
                 if new.type is None:
                     new.type = old.type
                 old.replace_all_uses_with(new)
@@ -294,6 +307,20 @@ class RewriteRule:
             if n.graph is graph and not any(v is not None and v.has_uses() for v in n.outputs):
                 graph.remove(n)
         return True
+
+
+def can_replace(old: Value, new: Value) -> bool:
+    """True when ``old.replace_all_uses_with(new)`` keeps every graph interface unchanged.
+
+    A graph output can move to ``new`` only if ``new`` can take the output's name: ``new`` must be
+    computed by a node of that same graph and be no graph input, initializer or output itself.
+    """
+    outs = old._graph_outputs()
+    if not outs:
+        return True
+    if len(outs) > 1 or new.is_graph_input() or new.is_initializer() or new._out_of:
+        return False
+    return new.producer is not None and new.producer.graph is outs[0]
 
 
 def _interior_private(m: Match) -> bool:

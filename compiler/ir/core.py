@@ -213,22 +213,29 @@ class Value:
     def replace_all_uses_with(self, other: "Value", *, graph_outputs: bool = True) -> None:
         """Make every user of this value use ``other``; graph outputs follow unless told not to.
 
-        When a graph output moves to ``other``, the output keeps its public name: ``other`` takes it
-        (if ``other`` is not itself an input or output whose name is fixed).
+        A graph output keeps its public name: ``other`` takes the name when it is computed by a node
+        of that graph and is no input, initializer or output itself; otherwise an Identity node
+        carries the old name, so the model's interface never changes.
         """
         if other is self:
             return
         for node, i in list(self._uses):
             node.set_input(i, other)
-        if graph_outputs:
-            for g in self._graph_outputs():
-                for i, o in enumerate(g.outputs):
-                    if o is self:
-                        g.set_output(i, other)
-                        if not other.is_graph_input() and not other.is_initializer() and len(other._out_of) == 1:
-                            old = self.name
-                            self.name = g.new_name(old + "_replaced")
-                            other.name = old
+        if not graph_outputs:
+            return
+        for g in self._graph_outputs():
+            for i, o in enumerate(g.outputs):
+                if o is not self:
+                    continue
+                old = self.name
+                self.name = g.new_name(old + "_replaced")
+                if other.producer is not None and other.producer.graph is g and not other._out_of:
+                    g.set_output(i, other)
+                    other.name = old
+                else:
+                    ident = Node("Identity", [other], [Value(old, other.type or self.type)], name=g.new_name("Identity", node_name=True))
+                    g.append(ident)
+                    g.set_output(i, ident.outputs[0])
 
     # --- type shorthands ---------------------------------------------------------------------
     @property
