@@ -151,10 +151,14 @@ def _build_pipeline(registry: PassRegistry, opt_level: Optional[int], passes_tex
     return pipe.without(_names(disable))
 
 
-def _run_pipeline(state: _State, model: Any, kw: Dict[str, Any], *, default_level: Optional[int]) -> Pipeline:
+def _run_pipeline(state: _State, model: Any, kw: Dict[str, Any], *, default_level: Optional[int],
+                  finish: str = "") -> Pipeline:
+    """Build the pipeline from the flags (plus ``finish``, the target's own last passes) and run it."""
     registry = state.registry
     with using_registry(registry):
         pipe = _build_pipeline(registry, kw["opt_level"], kw["passes_text"], kw["disable_pass"], default_level)
+        if finish:
+            pipe = pipe + parse_pipeline(finish, registry)
         for flag in ("print_ir_before", "print_ir_after"):
             for name in _names(kw[flag]):
                 if name not in registry:
@@ -258,11 +262,15 @@ def _human(n: int) -> str:
 @click.argument("model_path", metavar="MODEL")
 @click.option("-o", "--output", required=True, metavar="OUT", help="Output file.")
 @click.option("--target", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Output format.")
+@click.option("--ort-contrib-ops", is_flag=True,
+              help="Emit fused ops as onnxruntime's com.microsoft ops (FusedConv, FusedGemm, Gelu...) "
+                   "instead of standard ONNX.")
 @click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224",
               help="Pin the shape of a graph input (repeatable).")
 @pipeline_flags
 @click.pass_obj
-def compile_cmd(state: _State, model_path: str, output: str, target: str, input_shape: Tuple[str, ...], **kw: Any) -> None:
+def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_contrib_ops: bool,
+                input_shape: Tuple[str, ...], **kw: Any) -> None:
     """Compile an ONNX MODEL: load, pin shapes, optimize (default -O2), verify, save."""
     from .backends.onnx_export import save_model
     from .frontend.onnx_import import load_model
@@ -275,7 +283,8 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, input_
     nodes_before, size_before = _count_nodes(model), _disk_size(model_path, model)
     if shapes:
         pin_input_shapes(model, shapes)
-    pipe = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL)
+    finish = "lower-onnx{contrib-ops=true}" if ort_contrib_ops else "lower-onnx"
+    pipe = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL, finish=finish)
     verify(model)
     save_model(model, output)
     nodes_after, size_after = _count_nodes(model), _disk_size(output, model)
@@ -293,7 +302,9 @@ def opt_cmd(state: _State, input_path: str, output: Optional[str], **kw: Any) ->
     """Run passes on IR text (or ONNX) INPUT, like mlir-opt ('-' reads stdin). Runs nothing by default."""
     state.load_passes()
     model = _read_input(input_path)
-    _run_pipeline(state, model, kw, default_level=None)
+    # ONNX output must run in onnxruntime: fused edgec ops are lowered, as `compile` does.
+    finish = "lower-onnx" if output and output.lower().endswith(".onnx") else ""
+    _run_pipeline(state, model, kw, default_level=None, finish=finish)
     if not kw["verify_each"]:
         from .ir.verifier import verify
 

@@ -5,6 +5,20 @@ Importing this package registers them; edgec's own distribution declares it as i
 """
 
 from . import dce, toposort
-from . import infer_shapes
+from . import infer_shapes, lower_onnx
 
-__all__ = ["dce", "toposort", "infer_shapes"]
+# fusion and pattern-recovery passes
+from . import fuse_activation, fuse_affine, fuse_batchnorm, fuse_pad, recover_patterns  # noqa: E402
+
+__all__ = ["dce", "toposort", "infer_shapes", "lower_onnx"]
+__all__ += ["fuse_activation", "fuse_affine", "fuse_batchnorm", "fuse_pad", "recover_patterns"]
+
+# simplification passes (cse, no-ops, shape-op chains, duplicate constants, algebra)
+from . import cse, dedup_initializers, eliminate_noops, merge_shape_ops, simplify_algebra  # noqa: E402
+
+__all__ += ["cse", "dedup_initializers", "eliminate_noops", "merge_shape_ops", "simplify_algebra"]
+
+# constant and shape passes (lift, fold, shape-operand simplification, constant If)
+from . import fold_constants, inline_if, lift_constants, simplify_shapes  # noqa: E402
+
+__all__ += ["fold_constants", "inline_if", "lift_constants", "simplify_shapes"]
