@@ -117,7 +117,7 @@ class FuseActivation(Pass):
     """
 
     name = "fuse-activation"
-    opt_level = 1
+    opt_level = 2
 
     def run(self, model: Model, ctx: PassContext) -> bool:
         consts = ConstTracker()

@@ -145,7 +145,7 @@ class FuseAffine(Pass):
     """
 
     name = "fuse-affine"
-    opt_level = 1
+    opt_level = 2
 
     def run(self, model: Model, ctx: PassContext) -> bool:
         consts = ConstTracker()

@@ -184,7 +184,7 @@ class FuseBatchNorm(Pass):
     """
 
     name = "fuse-batchnorm"
-    opt_level = 1
+    opt_level = 2
 
     def run(self, model: Model, ctx: PassContext) -> bool:
         consts = ConstTracker()

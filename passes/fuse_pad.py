@@ -128,7 +128,7 @@ class FusePad(Pass):
     """
 
     name = "fuse-pad"
-    opt_level = 1
+    opt_level = 2
 
     def run(self, model: Model, ctx: PassContext) -> bool:
         consts = ConstTracker()

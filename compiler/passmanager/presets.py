@@ -13,12 +13,18 @@ from .registry import PassRegistry
 
 __all__ = ["PRESETS", "DEFAULT_OPT_LEVEL", "preset_pipeline"]
 
+# Exact clean-up: folding, shape-chain simplification, no-ops, CSE, dead code, to a fixed point.
+_CLEANUP = ("repeat{max-iters=6}(fold-constants,simplify-shapes,eliminate-noops,merge-shape-ops,cse,"
+            "dedup-initializers,dce)")
+# Fusions change rounding (within rtol 1e-5), so they start at -O2.
+_FUSE = "recover-patterns,fuse-batchnorm,fuse-pad,fuse-affine,simplify-algebra,fuse-activation"
+
 #: -O level -> pipeline text.
 PRESETS: Dict[int, str] = {
     0: "",
-    1: "dce",
-    2: "dce,toposort",
-    3: "dce,toposort",
+    1: f"infer-shapes,lift-constants,inline-if,{_CLEANUP},toposort",
+    2: f"infer-shapes,lift-constants,inline-if,{_CLEANUP},{_FUSE},{_CLEANUP},toposort",
+    3: f"infer-shapes,lift-constants,inline-if,{_CLEANUP},{_FUSE},{_CLEANUP},toposort",
 }
 
 #: What `edgec compile` runs when given neither -O nor --passes.
