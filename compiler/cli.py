@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -18,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import click
 
 from . import __version__
+from .fsutil import write_text_atomic
 from .errors import EdgecError, ModelLoadError, PipelineError
 from .passmanager import (
     DEFAULT_OPT_LEVEL, PassContext, PassManager, PassManagerOptions, PassRegistry, Pipeline, parse_pipeline,
@@ -203,19 +203,6 @@ def _read_input(path: str) -> Any:
     return model
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-        tmp = ""
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _write_output(model: Any, path: Optional[str]) -> None:
     if path is None or path == "-":
         from .ir.printer import print_model
@@ -228,7 +215,7 @@ def _write_output(model: Any, path: Optional[str]) -> None:
     else:
         from .ir.printer import print_model
 
-        _write_text_atomic(path, print_model(model, elide_limit=None))
+        write_text_atomic(path, print_model(model, elide_limit=None))
 
 
 def _count_nodes(model: Any) -> int:
@@ -238,13 +225,14 @@ def _count_nodes(model: Any) -> int:
 def _disk_size(path: str, model: Any) -> int:
     """Bytes of the model file plus the external data files its tensors point to."""
     size = os.path.getsize(path) if os.path.exists(path) else 0
+    own = os.path.realpath(path)  # inline weights are read lazily from the model file itself
     files = set()
     for g in model.all_graphs():
         for v in g.initializers.values():
             p = getattr(v.const, "path", None)
             if isinstance(p, str):
                 files.add(os.path.abspath(p if os.path.isabs(p) else os.path.join(model.base_dir or "", p)))
-    return size + sum(os.path.getsize(f) for f in files if os.path.isfile(f))
+    return size + sum(os.path.getsize(f) for f in files if os.path.isfile(f) and os.path.realpath(f) != own)
 
 
 def _human(n: int) -> str:

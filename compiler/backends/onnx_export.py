@@ -2,25 +2,28 @@
 
 ``to_proto`` builds a self-contained ``ModelProto`` (external tensors are read inline).
 ``save_model`` writes ``<file>`` and, for external data, ``<file>.data`` beside it, each through a
-temporary file renamed into place; external tensors are streamed, never loaded whole.
+temporary file renamed into place; big tensors are streamed into either file, never loaded whole
+(inline ones are spliced into the serialized model by :mod:`.wire_writer`).
 """
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
-import tempfile
-from typing import BinaryIO, Dict, List, Optional, Tuple
+from typing import BinaryIO, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto
 
+from ..fsutil import temp_beside
 from ..errors import UnsupportedModelError
 from ..ir.core import Attr, AttrKind, Function, Graph, Model, Node, SparseTensor, Value
 from ..ir.dtypes import DType
 from ..ir.tensor import ArrayTensor, ExternalTensor, Tensor, to_proto as tensor_to_proto
 from ..ir.types import MapType, OptionalType, SequenceType, Shape, SparseTensorType, TensorType, Type
+from . import wire_writer
 
 __all__ = ["to_proto", "save_model", "AUTO_EXTERNAL_BYTES"]
 
@@ -30,6 +33,7 @@ _ALIGN_BIG = mmap.ALLOCATIONGRANULARITY  # offsets of tensors >= 1 MiB are page 
 _ALIGN_SMALL = 64
 _CHUNK = 16 << 20  # ExternalTensor.copy_to's default chunk
 _ZEROS = memoryview(bytes(_CHUNK))  # calloc'ed: costs no memory until read
+_STREAM_BYTES = 1024  # inline initializers this big are streamed into the model file, not serialized in memory
 
 
 def to_proto(model: Model) -> onnx.ModelProto:
@@ -42,8 +46,9 @@ def save_model(model: Model, path: str, *, external_data: Optional[bool] = None,
 
     ``external_data``: True puts every tensor of at least ``size_threshold`` bytes into
     ``<basename of path>.data`` beside the model, False keeps all inline, None (default) goes external
-    when the tensors exceed :data:`AUTO_EXTERNAL_BYTES`. External tensors of the source model are
-    streamed (even when the source data file is the one being replaced).
+    when the tensors exceed :data:`AUTO_EXTERNAL_BYTES`. Big tensors are streamed into the files, never
+    loaded whole (even when a file being replaced is the one they are read from); afterwards tensors
+    that read a replaced file point at their bytes in the new one.
     """
     path = os.path.abspath(os.fspath(path))
     folder, base = os.path.split(path)
@@ -52,37 +57,92 @@ def save_model(model: Model, path: str, *, external_data: Optional[bool] = None,
     tmp_model = tmp_data = None
     try:
         writer = None
+        data_path = path + ".data"
         if external_data:
-            data_path = path + ".data"
-            fd, tmp_data = tempfile.mkstemp(prefix=f".{base}.data.", suffix=".tmp", dir=folder)
+            fd, tmp_data = temp_beside(data_path)
             writer = _DataWriter(os.fdopen(fd, "wb"), os.path.basename(data_path), size_threshold)
-        proto = _Exporter(writer).model(model)
+        exporter = _Exporter(writer, stream_inline=True)
+        proto = exporter.model(model)
         if writer is not None:
             writer.close()
         blob = proto.SerializeToString(deterministic=True)
         del proto
-        fd, tmp_model = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=folder)
+        deferred = exporter.deferred
+        payloads = {i: wire_writer.Payload(_nbytes(t), functools.partial(_stream_tensor, t))
+                    for i, t in deferred.items()}
+        fd, tmp_model = temp_beside(path)
         with os.fdopen(fd, "wb") as f:
-            f.write(blob)
+            try:
+                offsets = wire_writer.write_model(f, blob, payloads)
+            except OverflowError as e:
+                raise UnsupportedModelError(f"{path}: cannot store the model inline: {e}, over protobuf's "
+                                            "2 GiB limit (use external data)") from None
         del blob
+        replaced = {os.path.realpath(path)}
+        moved: List[Tuple[Tensor, str, int]] = [(t, path, offsets[i]) for i, t in deferred.items()]
+        if writer is not None and writer.records:
+            replaced.add(os.path.realpath(data_path))
+            moved += [(t, data_path, off) for t, off in writer.records]
+        _pin_stale(model, replaced, {id(t) for t, _, _ in moved})
         if writer is not None and writer.records:
             os.replace(tmp_data, data_path)
             tmp_data = None
-            _retarget(writer.records, data_path)
         os.replace(tmp_model, path)
         tmp_model = None
+        _retarget(moved, replaced)
     finally:
         for t in (tmp_data, tmp_model):
             if t is not None and os.path.exists(t):
                 os.unlink(t)
 
 
-def _retarget(records: List[Tuple[Tensor, int]], data_path: str) -> None:
-    """External tensors that read the file just replaced now point at their new bytes."""
-    real = os.path.realpath(data_path)
-    for t, offset in records:
-        if isinstance(t, ExternalTensor) and os.path.realpath(t.path) == real:
-            t.path, t.offset = real, offset
+def _retarget(moved: List[Tuple[Tensor, str, int]], replaced: Set[str]) -> None:
+    """External tensors that read a file just replaced now point at their new bytes."""
+    for t, new_path, offset in moved:
+        if isinstance(t, ExternalTensor) and os.path.realpath(t.path) in replaced:
+            t.path, t.offset = os.path.realpath(new_path), offset
+
+
+def _pin_stale(model: Model, replaced: Set[str], moving: Set[int]) -> None:
+    """External tensors reading a file about to be replaced, and not moved into the new files, copy their bytes."""
+    for t in _all_tensors(model):
+        if isinstance(t, ExternalTensor) and id(t) not in moving and os.path.realpath(t.path) in replaced:
+            t.pin()
+
+
+def _all_tensors(model: Model) -> Iterator[Tensor]:
+    """Every tensor of the model: initializers, attribute values and defaults, sparse parts."""
+    def expand(x) -> Iterator[Tensor]:
+        for y in (x if isinstance(x, list) else [x]):
+            if isinstance(y, SparseTensor):
+                yield y.values
+                yield y.indices
+            elif isinstance(y, Tensor):
+                yield y
+
+    for g in model.all_graphs():
+        for v in g.initializers.values():
+            yield from expand(v.const)
+        for n in g:
+            for a in n.attrs.values():
+                yield from expand(a.value)
+    for f in model.functions.values():
+        for a in f.attribute_defaults.values():
+            yield from expand(getattr(a, "value", None))
+
+
+def _stream_tensor(t: Tensor, out: BinaryIO) -> None:
+    """Write the tensor's ONNX raw_data bytes to ``out`` in chunks (external data is never loaded whole)."""
+    if isinstance(t, ExternalTensor):
+        t.copy_to(out)
+        return
+    arr = t.numpy()
+    if t.dtype.itemsize_bits % 8 == 0 and arr.dtype.byteorder != ">":
+        buf = memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+    else:
+        buf = memoryview(t.raw_bytes())
+    for i in range(0, len(buf), _CHUNK):
+        out.write(buf[i:i + _CHUNK])
 
 
 def _total_tensor_bytes(model: Model) -> int:
@@ -126,16 +186,7 @@ class _DataWriter:
         start = -(-self.offset // align) * align
         self.f.seek(start)
         self.offset = start
-        if isinstance(t, ExternalTensor):
-            t.copy_to(_Sink(self))  # type: ignore[arg-type]
-        else:
-            arr = t.numpy()
-            if t.dtype.itemsize_bits % 8 == 0 and arr.dtype.byteorder != ">":
-                buf = memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
-            else:
-                buf = memoryview(t.raw_bytes())
-            for i in range(0, len(buf), _CHUNK):
-                self.write_bytes(buf[i:i + _CHUNK])
+        _stream_tensor(t, _Sink(self))  # type: ignore[arg-type]
         if self.offset != start + length:
             raise OSError(f"tensor bytes written ({self.offset - start}) differ from its size ({length})")
         self.records.append((t, start))
@@ -163,8 +214,13 @@ class _Sink:
 
 
 class _Exporter:
-    def __init__(self, writer: Optional[_DataWriter]) -> None:
+    """Builds the ModelProto. With ``stream_inline`` the main graph's big inline initializers get no
+    raw_data; they are listed in ``deferred`` (initializer index -> tensor) for the wire writer."""
+
+    def __init__(self, writer: Optional[_DataWriter], *, stream_inline: bool = False) -> None:
         self.writer = writer
+        self.stream_inline = stream_inline
+        self.deferred: Dict[int, Tensor] = {}
 
     # --- model --------------------------------------------------------------------------------
     def model(self, m: Model) -> onnx.ModelProto:
@@ -173,7 +229,7 @@ class _Exporter:
                  model_version=m.model_version, doc_string=m.doc_string)
         p.opset_import.extend(onnx.OperatorSetIdProto(domain=d, version=v) for d, v in m.opset_imports.items())
         _props(p.metadata_props, m.metadata_props)
-        self.graph(m.graph, p.graph)
+        self.graph(m.graph, p.graph, top=True)
         for f in m.functions.values():
             p.functions.append(self.function(f))
         for blob in m.training_info:
@@ -201,13 +257,16 @@ class _Exporter:
         return p
 
     # --- graphs -------------------------------------------------------------------------------
-    def graph(self, g: Graph, p: Optional[onnx.GraphProto] = None) -> onnx.GraphProto:
+    def graph(self, g: Graph, p: Optional[onnx.GraphProto] = None, *, top: bool = False) -> onnx.GraphProto:
         p = onnx.GraphProto() if p is None else p
         _new(p, name=g.name, doc_string=g.doc_string)
         p.node.extend(self.node(n) for n in g)
         for v in g.initializers.values():
             if isinstance(v.const, SparseTensor):
                 p.sparse_initializer.append(self.sparse(v.const, v.name))
+            elif top and self.stream_inline and self._defers(v.const):
+                self.deferred[len(p.initializer)] = v.const
+                p.initializer.append(TensorProto(name=v.name, data_type=int(v.const.dtype), dims=v.const.dims))
             else:
                 p.initializer.append(self.tensor(v.const, v.name, initializer=True))
         p.input.extend(_value_info(v) for v in g.inputs)
@@ -285,6 +344,13 @@ class _Exporter:
                 e.key, e.value = k, val
             return p
         return tensor_to_proto(t, name)
+
+    def _defers(self, t: Tensor) -> bool:
+        """Whether a main-graph initializer stays inline but is streamed in by the wire writer."""
+        if t.dtype == DType.STRING or (self.writer is not None and self.writer.wants(t)):
+            return False
+        n = _nbytes(t)
+        return n > 0 and (n >= _STREAM_BYTES or isinstance(t, ExternalTensor))
 
     def sparse(self, s: SparseTensor, name: str) -> onnx.SparseTensorProto:
         p = onnx.SparseTensorProto(dims=s.dims)

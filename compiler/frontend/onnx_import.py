@@ -1,8 +1,10 @@
 """ONNX -> IR: maps a ModelProto onto edgec's IR faithfully, validating as it goes.
 
 External data is never read: external tensors become :class:`ExternalTensor` references after their
-location is checked. Graphs whose nodes are out of order are toposorted (stably); real problems raise
-``ModelLoadError`` / ``UnsupportedModelError`` with a one-line message naming the file and the culprit.
+location is checked. Big inline initializers (``raw_data``) of a model file are not read either: they
+become :class:`ExternalTensor` references into the model file itself (see :mod:`.wire`). Graphs
+whose nodes are out of order are toposorted (stably); real problems raise ``ModelLoadError`` /
+``UnsupportedModelError`` with a one-line message naming the file and the culprit.
 """
 
 from __future__ import annotations
@@ -18,21 +20,27 @@ from ..ir.core import Attr, AttrKind, Function, Graph, Model, Node, SparseTensor
 from ..ir.dtypes import DType
 from ..ir.tensor import ExternalTensor, Tensor, from_proto_values
 from ..ir.types import MapType, OptionalType, SequenceType, Shape, SparseTensorType, TensorType, Type
-from . import validate
+from . import validate, wire
 from .validate import ExternalDataResolver, OpChecker, node_label
 
 __all__ = ["load_model", "from_proto"]
 
 
 def load_model(path: str, *, check: bool = True) -> Model:
-    """Read an ONNX file (external data stays on disk) into a :class:`Model`.
+    """Read an ONNX file (external data and big inline initializers stay on disk) into a :class:`Model`.
 
     ``check`` also enforces the supported opset / IR-version window and that every op is known.
     Raises ``ModelLoadError`` or ``UnsupportedModelError`` naming ``path`` and the culprit.
     """
     path = os.fspath(path)
-    proto = validate.read_model_file(path)
-    return from_proto(proto, os.path.dirname(os.path.abspath(path)), check=check, source=path)
+    lazy = wire.read_model_lazy(path)
+    inline: Optional[Tuple[str, Dict[int, Tuple[int, int]]]] = None
+    if lazy is None:
+        proto = validate.read_model_file(path)
+    else:
+        proto, spans = lazy
+        inline = (os.path.realpath(path), spans)
+    return _Importer(proto, os.path.dirname(os.path.abspath(path)), path, check, inline).run()
 
 
 def from_proto(proto: onnx.ModelProto, base_dir: Optional[str] = None, *, check: bool = True,
@@ -99,8 +107,10 @@ def _collect_names(nodes: Iterable[onnx.NodeProto], out: Set[str]) -> None:
 
 
 class _Importer:
-    def __init__(self, proto: onnx.ModelProto, base_dir: Optional[str], src: str, check: bool) -> None:
+    def __init__(self, proto: onnx.ModelProto, base_dir: Optional[str], src: str, check: bool,
+                 inline: Optional[Tuple[str, Dict[int, Tuple[int, int]]]] = None) -> None:
         self.proto = proto
+        self.inline = inline  # (model file, {main-graph initializer index: (offset, length)}) of stripped payloads
         self.src = src
         self.check = check
         self.ext = ExternalDataResolver(base_dir, src)
@@ -164,7 +174,7 @@ class _Importer:
             f = self._function(fp)
             model.functions[f.key] = f
         self._fill_graph(g, gp.input, gp.initializer, gp.sparse_initializer, gp.node, gp.output, gp.value_info,
-                         None, "", opsets)
+                         None, "", opsets, lazy=self.inline[1] if self.inline else None)
         self._graph_extras(g, gp)
         return model
 
@@ -212,7 +222,8 @@ class _Importer:
         return g
 
     def _fill_graph(self, g: Graph, inputs, inits, sparse, nodes, outputs, value_info,
-                    outer: Optional[_Scope], where: str, opsets: Dict[str, int]) -> None:
+                    outer: Optional[_Scope], where: str, opsets: Dict[str, int],
+                    lazy: Optional[Dict[int, Tuple[int, int]]] = None) -> None:
         local: Dict[str, Value] = {}
         for vi in inputs:
             if not vi.name:
@@ -223,8 +234,10 @@ class _Importer:
             g.add_input(v)
             local[vi.name] = v
         seen_init: Set[str] = set()
-        for tp in inits:
-            self._add_const(g, local, seen_init, tp.name, self._tensor(tp, where), where)
+        for i, tp in enumerate(inits):
+            span = lazy.get(i) if lazy else None
+            t = self._tensor(tp, where) if span is None else self._inline_tensor(tp, span, where)
+            self._add_const(g, local, seen_init, tp.name, t, where)
         for sp in sparse:
             t = SparseTensor(self._tensor(sp.values, where), self._tensor(sp.indices, where), sp.dims)
             v = self._add_const(g, local, seen_init, sp.values.name, t, where)
@@ -364,6 +377,21 @@ class _Importer:
             raise
         except Exception as e:
             raise self.fail(f"tensor '{tp.name}'{where} does not decode: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+    def _inline_tensor(self, tp: TensorProto, span: Tuple[int, int], where: str) -> Tensor:
+        """A tensor whose raw_data was left in the model file at ``span`` = (offset, length)."""
+        if tp.data_location == TensorProto.EXTERNAL:  # external data wins over raw_data, as when eager
+            return self._tensor(tp, where)
+        offset, length = span
+        want = validate.expected_nbytes(tp.data_type, tp.dims, tp.name, self.src)
+        if tp.HasField("segment"):
+            raise UnsupportedModelError(f"{self.src}: tensor '{tp.name}' uses segments, which are not supported")
+        if want is None:  # strings keep their values in string_data; raw_data is ignored
+            return self._tensor(tp, where)
+        if length != want:
+            raise self.fail(f"tensor '{tp.name}' raw_data has {length} bytes but dims {list(tp.dims)} need {want}")
+        assert self.inline is not None
+        return ExternalTensor(self.inline[0], offset, length, DType(tp.data_type), tuple(tp.dims))
 
     def _attr(self, ap: AttributeProto, scope: Optional[_Scope], node: Optional[Node], where: str,
               opsets: Optional[Dict[str, int]] = None) -> Attr:

@@ -77,10 +77,16 @@ class ExternalTensor(Tensor):
         self.dtype = DType(dtype)
         self.dims = tuple(int(d) for d in dims)
         self._array: Optional[np.ndarray] = None
+        self._pinned: Optional[bytes] = None  # the stored bytes, once pin() has copied them
 
     @property
     def is_external(self) -> bool:
         return True
+
+    def pin(self) -> None:
+        """Copy the stored bytes into memory, so the tensor no longer reads its file (which may then be replaced)."""
+        if self._pinned is None:
+            self._pinned = self.read_bytes()
 
     def numpy(self) -> np.ndarray:
         if self._array is None:
@@ -92,6 +98,9 @@ class ExternalTensor(Tensor):
         if self.length == 0 or self.numel == 0:
             return np.zeros(self.dims, dtype=self.dtype.numpy)
         if bits % 8 == 0 and self.dtype != DType.STRING:
+            if self._pinned is not None:
+                dt = self.dtype.numpy.newbyteorder("<")
+                return np.frombuffer(self._pinned, dtype=dt, count=self.numel).reshape(self.dims)
             # Map only the pages that hold this tensor: mmap offsets must be page aligned.
             start = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY
             with open(self.path, "rb") as f:
@@ -103,12 +112,19 @@ class ExternalTensor(Tensor):
         return numpy_helper.to_array(proto)
 
     def read_bytes(self) -> bytes:
+        if self._pinned is not None:
+            return self._pinned
         with open(self.path, "rb") as f:
             f.seek(self.offset)
             return f.read(self.length)
 
     def copy_to(self, out: BinaryIO, chunk: int = 16 << 20) -> None:
         """Stream the stored bytes to ``out`` without holding them in memory."""
+        if self._pinned is not None:
+            view = memoryview(self._pinned)
+            for i in range(0, self.length, chunk):
+                out.write(view[i:i + chunk])
+            return
         with open(self.path, "rb") as f:
             f.seek(self.offset)
             left = self.length
