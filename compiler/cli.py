@@ -235,6 +235,11 @@ def _disk_size(path: str, model: Any) -> int:
     return size + sum(os.path.getsize(f) for f in files if os.path.isfile(f) and os.path.realpath(f) != own)
 
 
+def _written_size(path: str) -> int:
+    """Bytes edgec wrote: the model file and its ``.data`` file, if any."""
+    return sum(os.path.getsize(p) for p in (path, path + ".data") if os.path.isfile(p))
+
+
 def _human(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -275,7 +280,7 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
     pipe = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL, finish=finish)
     verify(model)
     save_model(model, output)
-    nodes_after, size_after = _count_nodes(model), _disk_size(output, model)
+    nodes_after, size_after = _count_nodes(model), _written_size(output)
     click.echo(f"edgec: {model_path} -> {output}: {nodes_before} -> {nodes_after} nodes, "
                f"{_human(size_before)} -> {_human(size_after)} (pipeline: {pipe or '(none)'})")
 
