@@ -23,10 +23,14 @@ def load(path: str) -> Model:
     return load_model(path)
 
 
-def save(model: Model, path: str, *, external_data: Optional[bool] = None) -> None:
-    """Write ``model`` as ONNX, atomically; edgec-domain ops are lowered to what onnxruntime runs."""
+def save(model: Model, path: str, *, external_data: Optional[bool] = None, contrib_ops: bool = False) -> None:
+    """Write ``model`` as ONNX, atomically; edgec-domain ops are lowered first to what onnxruntime runs
+    (standard ONNX, or its com.microsoft ops with ``contrib_ops``)."""
     from .backends.onnx_export import save_model
+    from .backends.onnx_lowering import has_edgec_ops, lower_for_onnx
 
+    if has_edgec_ops(model):
+        lower_for_onnx(model, contrib_ops=contrib_ops)
     save_model(model, path, external_data=external_data)
 
 
