@@ -8,12 +8,13 @@ like ordinary inputs, marked ``capture=True``.
 from __future__ import annotations
 
 import heapq
-from typing import Dict, Iterator, List, Optional, Set, Tuple
-
-import networkx as nx
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Set, Tuple
 
 from ..errors import VerificationError
 from .core import Graph, Node, Value
+
+if TYPE_CHECKING:  # networkx is imported where it is used: importing it costs a quarter second
+    import networkx as nx
 
 __all__ = [
     "captured_values", "node_dependencies", "to_networkx", "toposort", "find_cycle", "dominators",
@@ -74,7 +75,7 @@ def node_dependencies(node: Node) -> Iterator[Tuple[Value, Optional[int]]]:
         yield v, None
 
 
-def to_networkx(graph: Graph) -> nx.MultiDiGraph:
+def to_networkx(graph: Graph) -> "nx.MultiDiGraph":
     """A ``MultiDiGraph`` of the graph's top-level nodes (the ``Node`` objects themselves).
 
     One edge ``producer -> consumer`` per input slot, with data ``value`` (the Value) and ``index``
@@ -82,6 +83,7 @@ def to_networkx(graph: Graph) -> nx.MultiDiGraph:
     ``capture=True``). Graph inputs, initializers and outer-scope values are not graph nodes; the
     node data ``pos`` is the node's position in the graph's list.
     """
+    import networkx as nx  # imported on use: it is slow to import
     g = nx.MultiDiGraph()
     for pos, n in enumerate(graph):
         g.add_node(n, pos=pos)
@@ -148,6 +150,7 @@ def toposort(graph: Graph) -> List[Node]:
 
 def find_cycle(graph: Graph) -> Optional[List[Node]]:
     """The nodes of one dependency cycle among the graph's top-level nodes (in edge order), or None."""
+    import networkx as nx  # imported on use: it is slow to import
     nodes, _, preds = _predecessors(graph)
     dg = nx.DiGraph()
     dg.add_nodes_from(range(len(nodes)))
@@ -161,7 +164,8 @@ def find_cycle(graph: Graph) -> Optional[List[Node]]:
     return [nodes[u] for u, _ in edges]
 
 
-def _idom(dg: nx.DiGraph, start) -> Dict:
+def _idom(dg: "nx.DiGraph", start) -> Dict:
+    import networkx as nx  # imported on use: it is slow to import
     idom = dict(nx.immediate_dominators(dg, start))
     idom.pop(start, None)  # older networkx maps start to itself
     return idom
@@ -174,6 +178,7 @@ def dominators(graph: Graph) -> Dict[Node, Optional[Node]]:
     or nothing at all; node ``d`` dominates ``n`` when every dependency path from the entry to ``n``
     passes through ``d``.
     """
+    import networkx as nx  # imported on use: it is slow to import
     nodes, _, preds = _predecessors(graph)
     dg = nx.DiGraph()
     src = -1
@@ -201,6 +206,7 @@ def post_dominators(graph: Graph) -> Dict[Node, Optional[Node]]:
     A virtual exit is fed by every node whose output is a graph output or that has no consumer in
     this graph.
     """
+    import networkx as nx  # imported on use: it is slow to import
     nodes, _, preds = _predecessors(graph)
     outs = set(graph._outputs)
     dg = nx.DiGraph()
