@@ -155,3 +155,58 @@ graph @g(%x: tensor<2xf32>) -> (%y: tensor<2xf32>) {
 }""")
     assert not lower_for_onnx(model)
     assert edgec_ops.DOMAIN not in model.opset_imports
+
+
+# --- Attention ----------------------------------------------------------------------------------
+def _attention_ref(q, k, v, mask, heads: int, scale) -> np.ndarray:
+    """The edgec.Attention table of edgec_ops, in float64 numpy."""
+    def split(x):
+        b, s, e = x.shape
+        return x.reshape(b, s, heads, e // heads).transpose(0, 2, 1, 3)
+
+    qh, kh, vh = split(q), split(k), split(v)
+    scale = 1 / math.sqrt(qh.shape[-1]) if scale is None else scale
+    s = scale * (qh @ kh.transpose(0, 1, 3, 2)) + (0 if mask is None else mask)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    o = p @ vh
+    return o.transpose(0, 2, 1, 3).reshape(o.shape[0], o.shape[2], -1)
+
+
+ATTN_MASKS = {"none": None, "bert": '"B"x1x1x"L"', "2d": '"S"x"L"', "full": '"B"x2x"S"x"L"', "rank3": '1x"S"x"L"'}
+
+
+@pytest.mark.parametrize("contrib", [False, True])
+@pytest.mark.parametrize("opset", [11, 17, 23])
+@pytest.mark.parametrize("mask", sorted(ATTN_MASKS))
+def test_attention_lowering(mask: str, opset: int, contrib: bool) -> None:
+    mdims = ATTN_MASKS[mask]
+    scale = None if mask == "2d" else 0.3  # no attribute: 1/sqrt(head_dim)
+    attrs = "{num_heads=2" + (f", scale={scale}" if scale is not None else "") + "}"
+    text = f"""opset(ai.onnx={opset}, edgec=1)
+graph @g(%q: tensor<"B"x"S"x8xf32>, %k: tensor<"B"x"L"x8xf32>, %v: tensor<"B"x"L"x6xf32>{f', %m: tensor<{mdims}xf32>' if mdims else ''}) -> (%y: tensor<"B"x"S"x6xf32>) {{
+  %y = edgec.Attention(%q, %k, %v{', %m' if mdims else ''}) {attrs} : tensor<"B"x"S"x6xf32>
+  return %y
+}}"""
+    rng = np.random.default_rng(3)
+    for b, s, length in ((1, 3, 3), (2, 4, 5)):  # self- and cross-attention lengths
+        dims = {"B": b, "S": s, "L": length}
+        feeds = {"q": rng.standard_normal((b, s, 8)), "k": rng.standard_normal((b, length, 8)),
+                 "v": rng.standard_normal((b, length, 6))}
+        if mdims:
+            feeds["m"] = rng.standard_normal([dims.get(d.strip('"'), None) or int(d) for d in mdims.split("x")])
+        feeds = {n: a.astype(np.float32) for n, a in feeds.items()}
+        model = parse_model(text)
+        assert lower_for_onnx(model, contrib_ops=contrib)
+        verify(model)
+        ops = {(n.domain, n.op_type) for n in model.graph}
+        if contrib:
+            assert ("com.microsoft", "MultiHeadAttention") in ops
+        elif opset >= 23:
+            assert ("", "Attention") in ops
+        else:
+            assert ("", "Softmax") in ops
+        got = _run(model, feeds)[0]
+        want = _attention_ref(*(feeds[n].astype(np.float64) for n in "qkv"),
+                              feeds["m"].astype(np.float64) if mdims else None, 2, scale)
+        np.testing.assert_allclose(got, want.astype(np.float32), rtol=1e-5, atol=1e-6)

@@ -10,9 +10,16 @@
 - ``Gelu`` -> as the Gelu activation; ``LayerNorm`` -> LayerNormalization at opset >= 17, else the
   ReduceMean/Sub/Mul/ReduceMean/Add/Sqrt/Div/Mul/Add formula (ReduceMean ``axes`` as an input from 18).
 
+- ``Attention`` -> the standard ``Attention`` op at opset >= 23 (3-D Q/K/V, ``q_num_heads`` =
+  ``kv_num_heads`` = num_heads), else Reshape/Transpose per head, MatMul, Mul by the scale, Add mask,
+  Softmax(-1), MatMul, Transpose, Reshape.
+
 With ``contrib_ops=True`` the ``com.microsoft`` ops are used where ORT has them: FusedConv (Relu,
 Tanh, Sigmoid, LeakyRelu, Clip, HardSigmoid), FusedGemm (Relu, Tanh, Sigmoid, LeakyRelu,
-HardSigmoid), Gelu / FastGelu / BiasGelu. (ORT's own ai.onnx-1 LayerNormalization is not used:
+HardSigmoid), Gelu / FastGelu / BiasGelu, MultiHeadAttention (float32; the mask goes to its
+``attention_bias`` input). ORT's MultiHeadAttention and Attention-23 both want the mask's last two
+dims to be exactly [Sq, Sk] (MultiHeadAttention also rank 4), so a mask that broadcasts there (e.g.
+BERT's [B, 1, 1, Sk]) is first expanded with ``Expand(mask, [1, 1, Sq, Sk])``. (ORT's own ai.onnx-1 LayerNormalization is not used:
 it is not valid ONNX below opset 17, so LayerNorm is decomposed there either way.) The ``edgec``
 opset import is removed when no edgec op remains.
 """
@@ -26,6 +33,7 @@ import numpy as np
 
 from ..ir import Model, Node, Value
 from ..ir import edgec_ops
+from ..ir.shapes import dims_equal
 from ..rewrite import Match, Op, RewriteRule, Rewriter, apply_rules
 
 __all__ = ["lower_for_onnx", "emit_activation"]
@@ -191,7 +199,45 @@ def _make_rules(model: Model, contrib: bool, used_ms: List[bool]) -> List[Rewrit
         y = b.op("Mul", [b.op("Div", [d, std]), scale])
         return b.op("Add", [y, bias]) if bias is not None else y
 
+    def attention(m: Match, rw: Rewriter):
+        node = m.root
+        b = builder(m, rw)
+        q, k, v, mask = node.input(0), node.input(1), node.input(2), node.input(3)
+        heads = int(node.attr("num_heads"))
+        scale = node.attr("scale")
+        ms_ok = contrib and q.dtype is not None and q.dtype.numpy == np.float32
+        if mask is not None and (ms_ok or opset >= 23):
+            mask = _full_mask(b, q, k, mask)
+        if ms_ok:
+            used_ms[0] = True
+            attrs = {"num_heads": heads, **({"scale": float(scale)} if scale is not None else {})}
+            ins = [q, k, v] + ([None, None, mask] if mask is not None else [])
+            return b.op("MultiHeadAttention", ins, attrs, domain=MS)
+        if opset >= 23:
+            attrs = {"q_num_heads": heads, "kv_num_heads": heads, **({"scale": float(scale)} if scale is not None else {})}
+            return b.op("Attention", [q, k, v] + ([mask] if mask is not None else []), attrs)
+        split = rw.const(np.array([0, 0, heads, -1], np.int64), "heads")
+
+        def heads_of(x: Value, perm: List[int]) -> Value:
+            return b.op("Transpose", [b.op("Reshape", [x, split], typed=False)], {"perm": perm}, typed=False)
+
+        qh = heads_of(q, [0, 2, 1, 3])
+        if scale is None:  # 1/sqrt(Dq) from the runtime shape
+            dq = b.op("Gather", [b.op("Shape", [qh], typed=False), rw.const(np.array([3], np.int64), "axis")],
+                      {"axis": 0}, typed=False)
+            dq = b.op("Cast", [dq], {"to": int(onnx_dtype(b.dtype))}, typed=False)
+            qh = b.op("Div", [qh, b.op("Sqrt", [dq], typed=False)], typed=False)
+        elif float(scale) != 1.0:
+            qh = b.op("Mul", [qh, b.const(float(scale))], typed=False)
+        s = b.op("MatMul", [qh, heads_of(k, [0, 2, 3, 1])], typed=False)
+        if mask is not None:
+            s = b.op("Add", [s, mask], typed=False)
+        o = b.op("MatMul", [b.op("Softmax", [s], {"axis": -1}, typed=False), heads_of(v, [0, 2, 1, 3])], typed=False)
+        o = b.op("Transpose", [o], {"perm": [0, 2, 1, 3]}, typed=False)
+        return b.op("Reshape", [o, rw.const(np.array([0, 0, -1], np.int64), "merged")])
+
     rules = [
+        RewriteRule("lower-attention", Op("Attention", domain="edgec", extra_inputs=True), attention),
         RewriteRule("lower-fused-conv", Op("FusedConv", domain="edgec", extra_inputs=True), fused_base("Conv", _MS_CONV_ACTS)),
         RewriteRule("lower-fused-convtranspose", Op("FusedConvTranspose", domain="edgec", extra_inputs=True),
                     fused_base("ConvTranspose", set())),
@@ -201,6 +247,31 @@ def _make_rules(model: Model, contrib: bool, used_ms: List[bool]) -> List[Rewrit
         RewriteRule("lower-layernorm", Op("LayerNorm", domain="edgec", extra_inputs=True), layer_norm),
     ]
     return rules
+
+
+def onnx_dtype(dtype: np.dtype) -> int:
+    """The ONNX TensorProto data type of a numpy dtype."""
+    import onnx
+
+    return int(onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+
+
+def _full_mask(b: _Builder, q: Value, k: Value, mask: Value) -> Value:
+    """``mask`` as a rank-4 tensor whose last two dims are exactly [Sq, Sk] (Expand when not known)."""
+    md = mask.shape.dims if mask.shape is not None else None
+    qd = q.shape.dims if q.shape is not None else None
+    kd = k.shape.dims if k.shape is not None else None
+    if md is not None and qd is not None and kd is not None and len(md) == 4 and len(qd) == 3 and len(kd) == 3 \
+            and dims_equal(md[2], qd[1]) and dims_equal(md[3], kd[1]):
+        return mask
+    rw = b.rw
+    one = rw.const(np.array([1], np.int64), "one")
+
+    def seq(x: Value) -> Value:
+        return b.op("Gather", [b.op("Shape", [x], typed=False), one], {"axis": 0}, typed=False)
+
+    shape = b.op("Concat", [rw.const(np.array([1, 1], np.int64), "ones"), seq(q), seq(k)], {"axis": 0}, typed=False)
+    return b.op("Expand", [mask, shape], typed=False)
 
 
 def has_edgec_ops(model: Model) -> bool:

@@ -14,7 +14,30 @@ FusedMatMul            A, B, Bias?         ``act(MatMul(A, B) + Bias)``; Bias is
 Gelu                   X                   ``approximate="none"``: x*0.5*(1+erf(x/sqrt 2));
                                            ``"tanh"``: 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))
 LayerNorm              X, Scale, B?        ONNX LayerNormalization-17 (axis, epsilon), first output only
+Attention              Q, K, V, Mask?      multi-head scaled dot-product attention, heads merged (below)
 =====================  ==================  ==========================================================
+
+``Attention`` (attributes ``num_heads`` int >= 1, required; ``scale`` float, default
+``1/sqrt(Dq)``):
+
+==========  ======================  =================================================================
+name        shape                   meaning
+==========  ======================  =================================================================
+Q           [B, Sq, H*Dq]           queries, already projected; head ``h`` is ``Q[..., h*Dq:(h+1)*Dq]``
+K           [B, Sk, H*Dq]           keys, already projected, split into heads the same way
+V           [B, Sk, H*Dv]           values, already projected (Dv may differ from Dq)
+Mask        broadcastable (numpy)   optional *additive* bias, Q's dtype, broadcast to [B, H, Sq, Sk];
+            to [B, H, Sq, Sk]       it must not enlarge that shape (rank <= 4)
+Y           [B, Sq, H*Dv]           output, heads merged back (head ``h`` at ``h*Dv:(h+1)*Dv``)
+==========  ======================  =================================================================
+
+With ``split(X, D) = X.reshape(B, S, H, D).transpose(0, 2, 1, 3)`` ([B, H, S, D])::
+
+    scores = scale * (split(Q, Dq) @ split(K, Dq).transpose(0, 1, 3, 2)) + Mask   # [B, H, Sq, Sk]
+    Y = (softmax(scores, axis=-1) @ split(V, Dv)).transpose(0, 2, 1, 3).reshape(B, Sq, H*Dv)
+
+The scale multiplies the scores before the mask is added (the mask is never scaled). No causal
+masking, no dropout, no past key/value; B and H of Q, K, V are equal (no broadcasting).
 
 Fused ops carry ``activation`` (string; absent or ``""`` means none) and ``activation_params``
 (floats). Activations (``act``) and their parameters:
@@ -65,6 +88,7 @@ _SPECS = {
     "FusedMatMul": (2, 3, "act(MatMul(A, B) + Bias) with activation/activation_params"),
     "Gelu": (1, 1, "GELU; approximate='none' (erf) or 'tanh'"),
     "LayerNorm": (2, 3, "LayerNormalization-17 semantics (axis, epsilon), one output"),
+    "Attention": (3, 4, "multi-head attention softmax(scale*Q_h K_h^T + Mask) V_h, heads merged; num_heads, scale"),
 }
 
 
@@ -76,3 +100,22 @@ def _register() -> None:
 
 
 _register()
+
+
+def _register_shape_rules() -> None:
+    """Output type of ``Attention``: [B, Sq, H*Dv] from Q and V."""
+    from .shapes import shape_rule
+    from .types import Shape, TensorType
+
+    @shape_rule("Attention", domain=DOMAIN)
+    def _attention(ctx):  # noqa: ANN001, ANN202 - ShapeContext -> [TensorType]
+        q, v = ctx.dims(0), ctx.dims(2)
+        if ctx.dtype(0) is None:
+            return None
+        dims = None
+        if q is not None and v is not None and len(q) == 3 and len(v) == 3:
+            dims = (q[0], q[1], v[2])
+        return [TensorType(ctx.dtype(0), Shape(dims))]
+
+
+_register_shape_rules()

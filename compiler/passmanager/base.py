@@ -63,6 +63,11 @@ class PassContext:
     current: Optional["Pass"] = None
     #: the current pass and what follows it (a Pipeline; set by the pass manager, used by reproducers).
     remaining: Any = None
+    #: inputs some passes need besides the model, by name: ``"calibration"`` (a
+    #: :class:`edgec.quant.data.CalibrationData`), set by the driver (CLI ``--calibration``).
+    resources: Dict[str, Any] = field(default_factory=dict)
+    #: reports passes leave for the driver to print or save (``"quantization"`` -> dict), by name.
+    reports: Dict[str, Any] = field(default_factory=dict)
 
     def stat(self, name: str, n: int = 1) -> None:
         """Add ``n`` to statistic ``name`` of the current pass."""
