@@ -35,13 +35,18 @@ def save(model: Model, path: str, *, external_data: Optional[bool] = None, contr
 
 
 def optimize(model: Model, *, opt_level: Optional[int] = 2, pipeline: Optional[str] = None,
-             disable: Sequence[str] = (), verify_each: bool = True) -> Dict[str, Dict[str, int]]:
-    """Run the ``-O<opt_level>`` preset, then ``pipeline`` (if given), in place; returns pass statistics."""
+             disable: Sequence[str] = (), verify_each: bool = True, target: str = "onnx",
+             contrib_ops: bool = False) -> Dict[str, Dict[str, int]]:
+    """Run the ``-O<opt_level>`` preset, then ``pipeline`` (if given), in place; returns pass statistics.
+
+    ``target`` (and ``contrib_ops`` for ONNX) tells passes what the model will run on, as
+    ``edgec compile --target`` does: a pattern the target cannot use is not recovered.
+    """
     pipe = preset_pipeline(opt_level) if opt_level is not None else parse_pipeline("")
     if pipeline:
         pipe = pipe + parse_pipeline(pipeline)
     if disable:
         pipe = pipe.without(list(disable))
-    ctx = PassContext()
+    ctx = PassContext(resources={"target": {"name": target, "contrib_ops": contrib_ops}})
     PassManager.with_options(pipe, PassManagerOptions(verify_each=verify_each), ctx=ctx).run(model)
     return ctx.stats

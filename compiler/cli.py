@@ -152,7 +152,7 @@ def _build_pipeline(registry: PassRegistry, opt_level: Optional[int], passes_tex
 
 
 def _run_pipeline(state: _State, model: Any, kw: Dict[str, Any], *, default_level: Optional[int],
-                  finish: str = "") -> Pipeline:
+                  finish: str = "", resources: Optional[Dict[str, Any]] = None) -> Pipeline:
     """Build the pipeline from the flags (plus ``finish``, the target's own last passes) and run it."""
     registry = state.registry
     with using_registry(registry):
@@ -173,7 +173,7 @@ def _run_pipeline(state: _State, model: Any, kw: Dict[str, Any], *, default_leve
             elide_limit=None if elide is not None and elide < 0 else elide,
             rerun_group_flags=state.rerun_flags(),
         )
-        pctx = PassContext()
+        pctx = PassContext(resources=dict(resources or {}))
         PassManager.with_options(pipe, options, ctx=pctx).run(model)
         for w in pctx.warnings:
             click.echo(f"edgec: warning: {_one_line(w)}", err=True)
@@ -277,7 +277,9 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
     if shapes:
         pin_input_shapes(model, shapes)
     finish = "lower-onnx{contrib-ops=true}" if ort_contrib_ops else "lower-onnx"
-    pipe = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL, finish=finish)
+    target_info = {"name": target, "contrib_ops": ort_contrib_ops}
+    pipe = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL, finish=finish,
+                         resources={"target": target_info})
     verify(model)
     save_model(model, output)
     nodes_after, size_after = _count_nodes(model), _written_size(output)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -594,6 +594,13 @@ def recover_pattern_rules(model: Model, consts: ConstTracker, ranks: RankOracle,
     return rules
 
 
+def _want_attention(option: str, ctx: PassContext) -> bool:
+    if option != "auto":
+        return option == "on"
+    target = ctx.resources.get("target")
+    return not (target is not None and target.get("name") == "onnx" and not target.get("contrib_ops"))
+
+
 @register_pass
 class RecoverPatterns(Pass):
     """Recover LayerNormalization, GELU (erf and tanh forms) and attention from their decompositions.
@@ -624,11 +631,17 @@ class RecoverPatterns(Pass):
 
     name = "recover-patterns"
     opt_level = 2
+    #: ``auto``: recover attention unless the target is plain ONNX, where it would only be
+    #: decomposed again (and onnxruntime's own attention fusion would then miss it).
+    attention: Literal["auto", "on", "off"] = "auto"
 
     def run(self, model: Model, ctx: PassContext) -> bool:
         consts = ConstTracker()
         doomed: List[Tuple[Graph, List[Node]]] = []
-        stats = apply_rules(model, recover_pattern_rules(model, consts, RankOracle(model), doomed))
+        rules = recover_pattern_rules(model, consts, RankOracle(model), doomed)
+        if not _want_attention(self.attention, ctx):
+            rules = [r for r in rules if r.name != "attention"]
+        stats = apply_rules(model, rules)
         sweep_dead(doomed)
         consts.sweep()
         for rule, n in stats.fired.items():

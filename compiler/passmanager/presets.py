@@ -15,7 +15,7 @@ __all__ = ["PRESETS", "DEFAULT_OPT_LEVEL", "preset_pipeline"]
 
 # Exact clean-up: folding, shape-chain simplification, no-ops, CSE, dead code, to a fixed point.
 _CLEANUP = ("repeat{max-iters=6}(fold-constants,simplify-shapes,eliminate-noops,merge-shape-ops,cse,"
-            "dedup-initializers,dce)")
+            "dedup-initializers,dce),sink-constants")
 # Fusions change rounding (within rtol 1e-5), so they start at -O2.
 _FUSE = "recover-patterns,fuse-batchnorm,fuse-pad,fuse-affine,simplify-algebra,fuse-activation"
 
