@@ -5,12 +5,12 @@ Importing this package registers them; edgec's own distribution declares it as i
 """
 
 from . import dce, toposort
-from . import infer_shapes, lower_onnx
+from . import infer_shapes, lower_onnx, sink_constants
 
 # fusion and pattern-recovery passes
 from . import fuse_activation, fuse_affine, fuse_batchnorm, fuse_pad, recover_patterns  # noqa: E402
 
-__all__ = ["dce", "toposort", "infer_shapes", "lower_onnx"]
+__all__ = ["dce", "toposort", "infer_shapes", "lower_onnx", "sink_constants"]
 __all__ += ["fuse_activation", "fuse_affine", "fuse_batchnorm", "fuse_pad", "recover_patterns"]
 
 # simplification passes (cse, no-ops, shape-op chains, duplicate constants, algebra)
