@@ -42,3 +42,7 @@ class PassFailure(EdgecError):
 
 class PluginError(EdgecError):
     """A plugin that does not load or registers a pass name twice."""
+
+
+class CalibrationError(EdgecError):
+    """Calibration data that is missing, malformed or does not match the model; bad statistics (NaN/Inf)."""

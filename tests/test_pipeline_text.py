@@ -27,7 +27,7 @@ class Fuse(Pass):
 class Quantize(Pass):
     """Quantize (test pass)."""
 
-    name = "quantize"
+    name = "quantify"
     bits: int = 8
     per_channel: bool = False
     scheme: Literal["symmetric", "asymmetric"] = "symmetric"
@@ -47,13 +47,13 @@ def parse(text: str) -> Pipeline:
     "",
     "dce",
     "dce,toposort",
-    "fuse{patterns=conv-bn,conv-relu},quantize{bits=4,per-channel=true}",
+    "fuse{patterns=conv-bn,conv-relu},quantify{bits=4,per-channel=true}",
     "repeat(dce,toposort)",
     "repeat{max-iters=10}(fuse,dce),toposort",
     "repeat(repeat{max-iters=2}(dce),toposort)",
-    "quantize{scheme=asymmetric,ratio=0.25,axes=0,1}",
-    'quantize{tag="a b,c"}',
-    'quantize{tag=""}',
+    "quantify{scheme=asymmetric,ratio=0.25,axes=0,1}",
+    'quantify{tag="a b,c"}',
+    'quantify{tag=""}',
     "fuse{patterns=}",
 ])
 def test_round_trip(text: str) -> None:
@@ -63,13 +63,13 @@ def test_round_trip(text: str) -> None:
 
 
 def test_canonical_form_drops_defaults_and_spaces() -> None:
-    p = parse(" dce , quantize{ bits = 8 , per-channel=false }, repeat{max-iters=20}( dce ) ")
-    assert str(p) == "dce,quantize,repeat(dce)"
+    p = parse(" dce , quantify{ bits = 8 , per-channel=false }, repeat{max-iters=20}( dce ) ")
+    assert str(p) == "dce,quantify,repeat(dce)"
     assert parse(str(p)) == p
 
 
 def test_options_are_typed() -> None:
-    p = parse("fuse{patterns=conv-bn,conv-relu},quantize{bits=4,per-channel=yes,axes=1,2,ratio=1e-2}")
+    p = parse("fuse{patterns=conv-bn,conv-relu},quantify{bits=4,per-channel=yes,axes=1,2,ratio=1e-2}")
     fuse, quant = p.items
     assert fuse.patterns == ["conv-bn", "conv-relu"]
     assert (quant.bits, quant.per_channel, quant.axes, quant.ratio) == (4, True, [1, 2], 0.01)
@@ -106,7 +106,7 @@ def test_without_removes_everywhere() -> None:
     ("repeat()", "column 8: expected a pass name, found ')'"),
     ("repeat(dce", "column 11: expected ',' or ')', found end of text"),
     ("dce(toposort)", "column 4: expected ',' (only 'repeat' takes a '(' group)"),
-    ('quantize{tag="abc}', "column 14: expected a closing '\"'"),
+    ('quantify{tag="abc}', "column 14: expected a closing '\"'"),
     ("dce)", "column 4: expected ',' or the end of the pipeline, found ')'"),
 ])
 def test_syntax_errors_name_column_and_expectation(text: str, fragment: str) -> None:
@@ -124,20 +124,20 @@ def test_unknown_pass_lists_close_matches() -> None:
 
 
 def test_unknown_option_lists_the_options() -> None:
-    with pytest.raises(PipelineError, match=r"pass 'quantize' has no option 'bitz' \(its options: bits, per-channel, scheme, ratio, tag, axes\)"):
-        parse("quantize{bitz=3}")
+    with pytest.raises(PipelineError, match=r"pass 'quantify' has no option 'bitz' \(its options: bits, per-channel, scheme, ratio, tag, axes\)"):
+        parse("quantify{bitz=3}")
     with pytest.raises(PipelineError, match=r"pass 'dce' has no option 'x' \(its options: none\)"):
         parse("dce{x=1}")
 
 
 @pytest.mark.parametrize("text, fragment", [
-    ("quantize{bits=eight}", "option 'bits' of pass 'quantize': expected an integer, got 'eight'"),
-    ("quantize{per-channel=maybe}", "expected true or false, got 'maybe'"),
-    ("quantize{ratio=half}", "expected a number, got 'half'"),
-    ("quantize{scheme=weird}", "'weird' is not one of: symmetric, asymmetric"),
-    ("quantize{bits=4,8}", "option 'bits' of pass 'quantize' takes one value, got 2"),
-    ("quantize{axes=1,x}", "expected an integer, got 'x'"),
-    ("quantize{bits=4,bits=5}", "option 'bits' is given twice"),
+    ("quantify{bits=eight}", "option 'bits' of pass 'quantify': expected an integer, got 'eight'"),
+    ("quantify{per-channel=maybe}", "expected true or false, got 'maybe'"),
+    ("quantify{ratio=half}", "expected a number, got 'half'"),
+    ("quantify{scheme=weird}", "'weird' is not one of: symmetric, asymmetric"),
+    ("quantify{bits=4,8}", "option 'bits' of pass 'quantify' takes one value, got 2"),
+    ("quantify{axes=1,x}", "expected an integer, got 'x'"),
+    ("quantify{bits=4,bits=5}", "option 'bits' is given twice"),
     ("repeat{max-iters=0}(dce)", "max-iters needs a positive integer"),
     ("repeat{times=3}(dce)", "'repeat' has no option 'times' (its options: max-iters)"),
 ])
@@ -148,4 +148,4 @@ def test_option_value_errors(text: str, fragment: str) -> None:
 
 
 def test_underscore_spelling_accepted_printed_with_hyphen() -> None:
-    assert str(parse("quantize{per_channel=true}")) == "quantize{per-channel=true}"
+    assert str(parse("quantify{per_channel=true}")) == "quantify{per-channel=true}"
