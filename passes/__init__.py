@@ -22,3 +22,13 @@ __all__ += ["cse", "dedup_initializers", "eliminate_noops", "merge_shape_ops", "
 from . import fold_constants, inline_if, lift_constants, simplify_shapes  # noqa: E402
 
 __all__ += ["fold_constants", "inline_if", "lift_constants", "simplify_shapes"]
+
+# quantization passes (static QDQ, dynamic, weight-only)
+from . import quantize, quantize_dynamic, quantize_weights  # noqa: E402
+
+__all__ += ["quantize", "quantize_dynamic", "quantize_weights"]
+
+# data-free quantization helpers (cross-layer equalization, bias correction)
+from . import correct_bias, equalize_layers  # noqa: E402
+
+__all__ += ["correct_bias", "equalize_layers"]

@@ -165,4 +165,4 @@ def test_peak_memory_does_not_grow_with_batches() -> None:
     (t5, r5), (t50, r50) = peak(5), peak(50)
     # 50 batches of 2 intermediates would be 100 MiB if kept; the peak stays that of a few batches
     assert t50 < t5 + 2 * per_batch, (t5, t50)
-    assert r50 < r5 + 8 * per_batch, (r5 >> 20, r50 >> 20)
+    assert r50 < r5 + 32 * per_batch, (r5 >> 20, r50 >> 20)  # keeping them all would add 100 MiB

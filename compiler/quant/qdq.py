@@ -1,0 +1,195 @@
+"""IR helpers that insert QuantizeLinear / DequantizeLinear with quantized types.
+
+The output of every QuantizeLinear and every quantized initializer is an integer value whose
+``TensorType.quant`` holds its :class:`~edgec.ir.QuantParams`; the scale and zero point are also
+the (constant) inputs of the Q/DQ nodes, as ONNX wants.
+
+Opset requirements (default domain): QuantizeLinear/DequantizeLinear 10; per-axis parameters 13;
+int4/uint4 and ``block_size`` 21 (int16 also 21). :func:`require_opset` raises a clear error when
+the model is older: raising a model's opset is not done here (ops may change meaning between
+opsets); convert the model first (``onnx.version_converter``).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import EdgecError
+from ..ir import Graph, Model, Node, Value
+from ..ir.dtypes import DType
+from ..ir.tensor import ArrayTensor
+from ..ir.types import QuantParams, Shape, TensorType
+from .scheme import DTypeLike, as_dtype, quantize_array
+
+__all__ = ["MIN_OPSET", "required_opset", "require_opset", "insert_qdq", "quantized_weight", "quantized_constant",
+           "dequantize_node", "quantize_node"]
+
+#: Opset needed by feature: Q/DQ themselves, per-axis parameters, blocked parameters / int4 / int16.
+MIN_OPSET = {"qdq": 10, "per_axis": 13, "blocked": 21, "int4": 21, "int16": 21}
+
+
+def required_opset(dtype: DTypeLike, axis: Optional[int] = None, block_size: int = 0) -> int:
+    """The lowest default-domain opset whose Q/DQ accept this element type and parameter layout."""
+    d = as_dtype(dtype)
+    need = MIN_OPSET["qdq"]
+    if axis is not None:
+        need = max(need, MIN_OPSET["per_axis"])
+    if block_size > 0:
+        need = max(need, MIN_OPSET["blocked"])
+    if d in (DType.INT4, DType.UINT4, DType.INT16, DType.UINT16):
+        need = max(need, MIN_OPSET["int4"])
+    return need
+
+
+def require_opset(model: Model, need: int, what: str) -> None:
+    """Raise a one-line :class:`EdgecError` when the model's default opset is below ``need``."""
+    have = model.opset("") or 0
+    if have < need:
+        raise EdgecError(f"{what} needs ONNX opset >= {need}, the model has opset {have}; convert it first "
+                         f"(onnx.version_converter.convert_version(model, {need})) or choose another option")
+
+
+def _anchor_after(graph: Graph, value: Value) -> Tuple[Optional[Node], bool]:
+    """Where nodes computing from ``value`` go: (node, after?) — after its producer, else at the head."""
+    p = value.producer
+    if p is not None and p.graph is graph:
+        return p, True
+    first = next(iter(graph), None)
+    return first, False
+
+
+def _place(graph: Graph, node: Node, anchor: Optional[Node], after: bool) -> None:
+    if anchor is None:
+        graph.append(node)
+    elif after:
+        graph.insert_after(anchor, node)
+    else:
+        graph.insert_before(anchor, node)
+
+
+def _params(graph: Graph, scale: np.ndarray, zp: Optional[np.ndarray], dtype: DType, hint: str) -> List[Value]:
+    s = graph.add_constant(np.asarray(scale, np.float32), hint + "_scale")
+    if zp is None:
+        return [s]
+    z = graph.add_constant(ArrayTensor(np.asarray(zp).astype(dtype.numpy), dtype), hint + "_zero_point")
+    return [s, z]
+
+
+def _qattrs(axis: Optional[int], block_size: int, scale: np.ndarray) -> dict:
+    attrs = {}
+    if axis is not None and np.asarray(scale).ndim > 0:
+        attrs["axis"] = int(axis)
+    if block_size > 0:
+        attrs["block_size"] = int(block_size)
+    return attrs
+
+
+def quantize_node(graph: Graph, x: Value, scale: np.ndarray, zp: np.ndarray, dtype: DTypeLike,
+                  axis: Optional[int] = None, *, name: str = "") -> Node:
+    """A QuantizeLinear node (not yet placed) with a quantized output type."""
+    d = as_dtype(dtype)
+    hint = name or x.name or "q"
+    node = Node("QuantizeLinear", [x] + _params(graph, scale, zp, d, hint), 1, _qattrs(axis, 0, scale),
+                name=graph.new_name(hint + "_QuantizeLinear", node_name=True))
+    shape = x.shape if x.shape is not None else Shape(None)
+    node.outputs[0].name = graph.new_name(hint + "_quantized")
+    node.outputs[0].type = TensorType(d, shape, QuantParams(scale, np.asarray(zp).astype(d.numpy),
+                                                            axis if np.ndim(scale) > 0 else None))
+    return node
+
+
+def dequantize_node(graph: Graph, q: Value, *, name: str = "", dtype: DType = DType.FLOAT,
+                    params: Optional[Sequence[Value]] = None) -> Node:
+    """A DequantizeLinear node (not yet placed) reading the parameters of ``q``'s quantized type
+    (new scale / zero-point initializers, or the given ``params`` values)."""
+    t = q.type
+    if not isinstance(t, TensorType) or t.quant is None:
+        raise EdgecError(f"value '{q.name}' has no quantization parameters")
+    qp = t.quant
+    zp_needed = t.dtype != DType.INT32  # ORT matches Q/DQ pairs by their (scale, zero point) inputs
+    if params is None:
+        params = _params(graph, qp.scale, qp.zero_point if zp_needed else None, t.dtype, name or q.name)
+    ins = [q] + list(params)
+    node = Node("DequantizeLinear", ins, 1, _qattrs(qp.axis, qp.block_size, qp.scale),
+                name=graph.new_name((name or q.name) + "_DequantizeLinear", node_name=True))
+    node.outputs[0].name = graph.new_name((name or q.name) + "_dequantized")
+    node.outputs[0].type = TensorType(dtype, t.shape)
+    return node
+
+
+def insert_qdq(graph: Graph, value: Value, scale: np.ndarray, zp: np.ndarray, dtype: DTypeLike,
+               axis: Optional[int] = None, *, uses: Optional[Sequence[Tuple[Node, int]]] = None,
+               graph_outputs: bool = True, dq_per_consumer: bool = True) -> Value:
+    """Insert ``QuantizeLinear -> DequantizeLinear`` after ``value`` and rewire its uses (all, or
+    ``uses``) to DequantizeLinear outputs; returns the first one. ``dq_per_consumer`` gives every
+    consuming node its own DequantizeLinear (onnxruntime fuses a node with its DQ inputs only when
+    they are not shared). With ``graph_outputs`` a graph output ``value`` becomes a DequantizeLinear
+    output under the same public name."""
+    targets = list(value.uses()) if uses is None else list(uses)
+    anchor, after = _anchor_after(graph, value)
+    q = quantize_node(graph, value, scale, zp, dtype, axis)
+    if after:
+        graph.insert_after(anchor, q)
+    else:
+        _place(graph, q, anchor, False)
+    vtype = value.type if isinstance(value.type, TensorType) else None
+    dqs: List[Value] = []
+
+    def new_dq() -> Value:
+        dq = dequantize_node(graph, q.outputs[0], name=value.name, params=q.inputs[1:])
+        if vtype is not None:
+            dq.outputs[0].type = vtype
+        graph.insert_after(q, dq)
+        dqs.append(dq.outputs[0])
+        return dq.outputs[0]
+
+    by_node: dict = {}
+    for node, i in targets:
+        if node is q:
+            continue
+        if not dqs or (dq_per_consumer and id(node) not in by_node):
+            by_node[id(node)] = new_dq() if (dq_per_consumer or not dqs) else dqs[0]
+        node.set_input(i, by_node.get(id(node), dqs[0]))
+    if graph_outputs and uses is None:
+        for i, o in enumerate(graph.outputs):
+            if o is value:
+                out = new_dq()
+                public = value.name
+                value.name = graph.new_name(public + "_float")
+                graph.set_output(i, out)
+                out.name = public
+    return dqs[0] if dqs else new_dq()
+
+
+def quantized_constant(graph: Graph, array: np.ndarray, scale: np.ndarray, zp: np.ndarray, dtype: DTypeLike,
+                       axis: Optional[int] = None, block_size: int = 0, *, name: str = "w") -> Value:
+    """An integer initializer holding ``array`` quantized, typed with its QuantParams."""
+    d = as_dtype(dtype)
+    arr = np.asarray(array)
+    if d == DType.INT32:
+        q = arr.astype(np.int32)
+    else:
+        q = quantize_array(arr, scale, zp, d, axis, block_size)
+    qp = QuantParams(scale, np.asarray(zp).astype(d.numpy), axis if np.ndim(scale) > 0 else None, block_size)
+    v = graph.add_constant(ArrayTensor(q, d), name + "_quantized")
+    v.type = TensorType(d, Shape(q.shape), qp)
+    return v
+
+
+def quantized_weight(graph: Graph, value: Value, scale: np.ndarray, zp: np.ndarray, dtype: DTypeLike = DType.INT8,
+                     axis: Optional[int] = None, block_size: int = 0, *, before: Optional[Node] = None,
+                     array: Optional[np.ndarray] = None) -> Value:
+    """Quantize the constant ``value`` (or ``array``) into an integer initializer and return the
+    float output of a DequantizeLinear of it, placed before ``before`` (default: the graph's head).
+    The original value is left alone (the caller rewires its users)."""
+    if array is None:
+        if value.const is None:
+            raise EdgecError(f"'{value.name}' is not a constant")
+        array = value.const.numpy()
+    qv = quantized_constant(graph, array, scale, zp, dtype, axis, block_size, name=value.name)
+    dq = dequantize_node(graph, qv, name=value.name)
+    dq.outputs[0].type = TensorType(DType.FLOAT if value.dtype is None else value.dtype, Shape(np.shape(array)))
+    _place(graph, dq, before if before is not None else next(iter(graph), None), False)
+    return dq.outputs[0]

@@ -1,0 +1,481 @@
+"""Static post-training quantization to int8 in QDQ form (onnxruntime runs it with integer kernels).
+
+Layout emitted around a quantized Conv (Gemm, MatMul, their edgec Fused forms alike)::
+
+    x_f32 -> Q(s_x, z_x) -> DQ ─┐
+    W_i8 (per channel) -> DQ ───┼─> Conv [-> act] -> Q(s_y, z_y) -> DQ -> next
+    B_i32 (s_x*s_w[c]) -> DQ ───┘
+
+which onnxruntime fuses into QLinearConv / QLinearMatMul / QGemm. Ops that only move data share
+one (scale, zero point) between their data inputs and outputs (a union of tensors; Concat's inputs
+get its output's parameters) so ORT keeps them in int8; Add/Mul/AveragePool/GlobalAveragePool get
+Q/DQ on inputs and output (QLinearAdd, ...); every other op stays float and reads DQ outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Literal, Optional, Set, Tuple
+
+import numpy as np
+
+from edgec.errors import EdgecError
+from edgec.ir import Model, Node, Value
+from edgec.ir.dtypes import DType
+from edgec.ir.types import TensorType
+from edgec.passmanager import Pass, PassContext, register_pass
+from edgec.quant import scheme
+from edgec.quant.qdq import insert_qdq, quantized_constant, quantized_weight, require_opset, dequantize_node
+from edgec.rewrite import constant_value
+
+__all__ = ["Quantize", "weight_axis", "MOVERS", "COMPUTE_OPS", "DEFAULT_OPS", "DEFAULT_KEEP_FLOAT",
+           "initializer_bytes", "edgec_base_op"]
+
+#: Ops with a weight (input 1) and optional bias (input 2): op -> base op.
+COMPUTE_OPS = {"Conv": "Conv", "ConvTranspose": "ConvTranspose", "Gemm": "Gemm", "MatMul": "MatMul",
+               "FusedConv": "Conv", "FusedConvTranspose": "ConvTranspose", "FusedGemm": "Gemm",
+               "FusedMatMul": "MatMul"}
+#: Ops with their own output parameters and quantized inputs.
+ARITH_OPS = ("Add", "Mul", "AveragePool", "GlobalAveragePool")
+#: Data movers: op -> indices of the data inputs that share the outputs' parameters (None = all).
+MOVERS: Dict[str, Optional[Tuple[int, ...]]] = {
+    "Reshape": (0,), "Transpose": (0,), "Flatten": (0,), "Squeeze": (0,), "Unsqueeze": (0,),
+    "MaxPool": (0,), "Concat": None, "Slice": (0,), "Gather": (0,), "Pad": (0,), "Split": (0,),
+    "Resize": (0,),
+}
+DEFAULT_OPS = list(COMPUTE_OPS) + list(ARITH_OPS) + list(MOVERS)
+DEFAULT_KEEP_FLOAT = ["Softmax", "LogSoftmax", "NonMaxSuppression", "TopK", "ArgMax", "ArgMin", "RoiAlign",
+                      "LayerNormalization", "LayerNorm"]
+
+
+def edgec_base_op(node: Node) -> Optional[str]:
+    """The base op of a quantizable weighted node (``FusedConv`` -> ``Conv``), else None."""
+    if node.domain not in ("", "edgec"):
+        return None
+    if node.domain == "edgec" and not node.op_type.startswith("Fused"):
+        return None
+    if node.domain == "" and node.op_type.startswith("Fused"):
+        return None
+    return COMPUTE_OPS.get(node.op_type)
+
+
+def weight_axis(node: Node, w: np.ndarray) -> Optional[int]:
+    """The output-channel axis of the weight of a Conv/ConvTranspose/Gemm/MatMul (fused forms too)."""
+    base = edgec_base_op(node)
+    if base == "Conv":
+        return 0
+    if base == "ConvTranspose":
+        return 1  # (C_in, C_out/group, k...): per channel of each group, as ORT supports
+    if base == "Gemm":
+        if w.ndim != 2:
+            return None
+        return 0 if node.attr("transB", 0) else 1
+    if base == "MatMul":
+        return 1 if w.ndim == 2 else None
+    return None
+
+
+def initializer_bytes(model: Model) -> int:
+    """Bytes of every initializer of the main graph (packed sub-byte types counted as such)."""
+    return int(sum(v.const.nbytes for v in model.graph.initializers.values() if v.const is not None))
+
+
+#: Ops whose output 0 has the element type of input 0 (used to type values shape inference left open).
+_SAME_TYPE = set(COMPUTE_OPS) | set(ARITH_OPS) | set(MOVERS) | {
+    "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu", "Softmax", "LogSoftmax",
+    "Sub", "Div", "Identity", "LayerNorm", "LayerNormalization", "Attention", "BatchNormalization", "Neg", "Abs",
+    "Sqrt", "Erf", "Exp", "ReduceMean", "ReduceMax", "ReduceSum", "Expand", "Tile", "DepthToSpace", "SpaceToDepth",
+    "Upsample", "InstanceNormalization", "GroupNormalization", "Where"}
+
+
+def _fill_float_types(model: Model) -> None:
+    """Type as float32 the untyped outputs of ops that keep their float input's element type."""
+    for n in model.graph:
+        if n.op_type not in _SAME_TYPE or n.domain not in ("", "edgec"):
+            continue
+        src = n.input(1) if n.op_type == "Where" else n.input(0)
+        out = n.output(0)
+        if out is not None and out.dtype is None and src is not None and src.dtype == DType.FLOAT:
+            shape = out.shape if out.shape is not None else None
+            out.type = TensorType(DType.FLOAT, shape) if shape is not None else TensorType(DType.FLOAT)
+
+
+def _is_f32(v: Optional[Value]) -> bool:
+    return v is not None and v.dtype == DType.FLOAT
+
+
+def _is_act(v: Optional[Value]) -> bool:
+    return _is_f32(v) and not v.is_constant() and not (v.producer is not None and v.producer.op_type == "Constant")
+
+
+class _Union:
+    """Union-find over values (by identity)."""
+
+    def __init__(self) -> None:
+        self.parent: Dict[int, int] = {}
+        self.values: Dict[int, Value] = {}
+
+    def add(self, v: Value) -> None:
+        if id(v) not in self.parent:
+            self.parent[id(v)] = id(v)
+            self.values[id(v)] = v
+
+    def find(self, k: int) -> int:
+        while self.parent[k] != k:
+            self.parent[k] = self.parent[self.parent[k]]
+            k = self.parent[k]
+        return k
+
+    def union(self, a: Value, b: Value) -> None:
+        self.add(a)
+        self.add(b)
+        ra, rb = self.find(id(a)), self.find(id(b))
+        if ra != rb:
+            self.parent[rb] = ra
+
+    def groups(self) -> Dict[int, List[Value]]:
+        out: Dict[int, List[Value]] = {}
+        for k, v in self.values.items():
+            out.setdefault(self.find(k), []).append(v)
+        return out
+
+
+class _Limited:
+    """A view of calibration data that stops after ``n`` samples (``samples`` option)."""
+
+    def __init__(self, data: Any, n: int) -> None:
+        self.data, self.n = data, n
+        self.num_samples = min(n, getattr(data, "num_samples", n))
+
+    def counted_batches(self, batch_size: Optional[int] = None) -> Iterable[Tuple[int, Dict[str, np.ndarray]]]:
+        left = self.num_samples
+        for k, b in self.data.counted_batches(batch_size):
+            if left <= 0:
+                return
+            if k > left:
+                b = {name: a[:left] for name, a in b.items()}
+                k = left
+            yield k, b
+            left -= k
+
+    def batches(self, batch_size: Optional[int] = None) -> Iterable[Dict[str, np.ndarray]]:
+        for _, b in self.counted_batches(batch_size):
+            yield b
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.data, name)
+
+
+def _absorbable(node: Node) -> bool:
+    """Relu, or Clip with constant bounds: ORT folds it into the producer's output quantization."""
+    if node.domain != "" or node.op_type not in ("Relu", "Clip"):
+        return False
+    return all(v is None or constant_value(v) is not None for v in node.inputs[1:])
+
+
+def _through_activation(v: Value) -> Value:
+    """The value to quantize for an op's output: past a sole Relu/Clip consumer (fused by ORT)."""
+    users = v.consumers()
+    if len(users) == 1 and not v.is_graph_output() and _absorbable(users[0]) and users[0].input(0) is v \
+            and _is_f32(users[0].output(0)):
+        return users[0].output(0)
+    return v
+
+
+def _mover_ok(node: Node) -> bool:
+    """A data mover we can keep in int8: float data, no extra semantics that break sharing."""
+    if node.op_type == "MaxPool" and any(o is not None and o.has_uses() for o in node.outputs[1:]):
+        return False
+    if node.op_type == "Pad":
+        mode = node.attr("mode", "constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        cv = node.input(2)
+        if mode != "constant":
+            return False
+        if cv is not None and (constant_value(cv) is None or not np.all(constant_value(cv) == 0)):
+            return False
+        if node.attr("value", 0.0) not in (0, 0.0):
+            return False
+    if node.op_type == "Resize":
+        mode = node.attr("mode", "nearest")
+        if (mode.decode() if isinstance(mode, bytes) else mode) != "nearest":
+            return False
+    return True
+
+
+def _mover_data(node: Node) -> List[Value]:
+    idx = MOVERS[node.op_type]
+    ins = [v for v in node.inputs if v is not None] if idx is None else [node.input(i) for i in idx]
+    return [v for v in ins if v is not None]
+
+
+def _mover_outs(node: Node) -> List[Value]:
+    outs = [node.output(0)] if node.op_type == "MaxPool" else [o for o in node.outputs if o is not None]
+    return [o for o in outs if o is not None]
+
+
+@register_pass
+class Quantize(Pass):
+    """Static int8 post-training quantization in QDQ form, calibrated on ctx.resources['calibration'].
+
+    Weights int8 symmetric per output channel (Conv axis 0, ConvTranspose axis 1, Gemm axis 0 with
+    transB=1 else 1, 2-D MatMul weight axis 1), biases int32 at ``s_in*s_w[c]`` (an overflowing
+    bias enlarges its channel's weight scale), activations per tensor (asymmetric unless
+    ``symmetric-activations``) with ranges from ``method``. Data movers share their input's
+    parameters; ``keep-float`` ops and ``exclude`` node names stay float. Leaves a report in
+    ``ctx.reports['quantization']``. ``reduce-range`` quantizes weights to 7 bits: use it for x86 CPUs
+    without VNNI, whose u8s8 kernels saturate int16 pair sums at full 8-bit range.
+    """
+
+    name = "quantize"
+    opt_level = 3
+    idempotent = False
+
+    bits: int = 8
+    per_channel: bool = True
+    activations: Literal["int8", "uint8"] = "uint8"
+    symmetric_activations: bool = False
+    method: Literal["minmax", "percentile", "entropy", "mse"] = "minmax"
+    percentile: float = 99.999
+    ops: List[str] = DEFAULT_OPS
+    exclude: List[str] = []
+    keep_float: List[str] = DEFAULT_KEEP_FLOAT
+    samples: int = 0
+    reduce_range: bool = False
+
+    # --- driver --------------------------------------------------------------------------------
+    def run(self, model: Model, ctx: PassContext) -> bool:
+        data = ctx.resources.get("calibration")
+        if data is None:
+            raise EdgecError("quantize needs calibration data: pass --calibration FILE (or --calibration synthetic)")
+        if self.bits not in (8, 4):
+            raise EdgecError(f"quantize: bits={self.bits} is not supported (8, or 4 for weights only)")
+        g = model.graph
+        if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g):
+            ctx.warn("quantize: the model already holds QuantizeLinear/DequantizeLinear; left unchanged")
+            return False
+        require_opset(model, 10, "quantization (QuantizeLinear/DequantizeLinear)")
+        warnings: List[str] = []
+        per_channel = self.per_channel
+        if per_channel and (model.opset("") or 0) < 13:
+            per_channel = False
+            warnings.append(f"per-channel weights need opset >= 13 (model: {model.opset('')}); using per-tensor weights")
+        wdtype = DType.INT8 if self.bits == 8 else DType.INT4
+        if wdtype == DType.INT4:
+            require_opset(model, 21, "int4 weights (bits=4)")
+            warnings.append("int4 weights: onnxruntime runs these convolutions in float after DequantizeLinear")
+        adtype = DType.INT8 if self.activations == "int8" else DType.UINT8
+        try:
+            from edgec.ir.shapes import infer_shapes
+
+            infer_shapes(model)
+        except Exception:  # noqa: BLE001 - types are refined when possible
+            pass
+        _fill_float_types(model)
+        warnings.extend(str(w) for w in getattr(data, "warnings", []) or [])
+        if getattr(data, "synthetic", False) and not any("synthetic" in w for w in warnings):
+            warnings.append("calibration data is synthetic: activation ranges may not match real inputs")
+        if self.samples > 0:
+            data = _Limited(data, self.samples)
+
+        plan = self._plan(model)
+        if not plan["compute"] and not plan["arith"] and not plan["members"]:
+            ctx.warn("quantize: no quantizable op found")
+            return False
+        params = self._calibrate(model, data, plan, adtype, warnings)
+        bytes_before = initializer_bytes(model)
+        report_nodes = self._rewrite(model, plan, params, per_channel, wdtype, adtype, warnings)
+        after = initializer_bytes(model)
+        for w in warnings:
+            ctx.warn("quantize: " + w)
+        ctx.stat("quantized-nodes", len(report_nodes))
+        ctx.stat("quantized-tensors", len(params))
+        ctx.reports["quantization"] = {
+            "options": {k: v for k, v in self.option_values().items()},
+            "nodes": report_nodes,
+            "totals": {"model_bytes_before": bytes_before, "model_bytes_after": after,
+                       "ratio": (after / bytes_before) if bytes_before else 1.0,
+                       "quantized_nodes": len(report_nodes), "quantized_tensors": len(params)},
+            "warnings": warnings,
+        }
+        return True
+
+    # --- which tensors --------------------------------------------------------------------------
+    def _enabled(self, node: Node) -> bool:
+        if node.name in self.exclude or node.op_type in self.keep_float:
+            return False
+        return node.op_type in self.ops and node.domain in ("", "edgec")
+
+    def _plan(self, model: Model) -> Dict[str, Any]:
+        g = model.graph
+        uf = _Union()
+        compute: List[Node] = []
+        arith: List[Node] = []
+        for n in g:
+            if not self._enabled(n):
+                continue
+            base = edgec_base_op(n)
+            if base is not None:
+                x, w = n.input(0), n.input(1)
+                if not _is_act(x) or not _is_f32(n.output(0)):
+                    continue
+                if base == "MatMul" and _is_act(w):
+                    uf.add(w)  # activation x activation (attention): both inputs quantized
+                elif constant_value(w) is None or not np.issubdtype(constant_value(w).dtype, np.floating):
+                    continue
+                b = n.input(2)
+                if b is not None and constant_value(b) is None:
+                    continue
+                uf.add(x)
+                uf.add(_through_activation(n.output(0)))
+                compute.append(n)
+            elif n.op_type in ARITH_OPS and n.domain == "":
+                ins = [v for v in n.inputs if v is not None]
+                if not _is_f32(n.output(0)) or not all(_is_f32(v) for v in ins):
+                    continue
+                if not any(_is_act(v) for v in ins):
+                    continue
+                for v in ins:
+                    if _is_act(v):
+                        uf.add(v)
+                uf.add(n.output(0))
+                arith.append(n)
+        movers = [n for n in g if n.op_type in MOVERS and n.domain == "" and self._enabled(n) and _mover_ok(n)
+                  and all(_is_act(v) for v in _mover_data(n)) and all(_is_f32(o) for o in _mover_outs(n))]
+        chosen: Set[int] = set()
+        changed = True
+        while changed:
+            changed = False
+            for n in movers:
+                if id(n) in chosen:
+                    continue
+                vals = _mover_data(n) + _mover_outs(n)
+                if any(id(v) in uf.parent for v in vals):
+                    chosen.add(id(n))
+                    for v in vals[1:]:
+                        uf.union(vals[0], v)
+                    changed = True
+        return {"uf": uf, "compute": compute, "arith": arith,
+                "members": list(uf.values.values()), "movers": [n for n in movers if id(n) in chosen]}
+
+    # --- ranges ---------------------------------------------------------------------------------
+    def _calibrate(self, model: Model, data: Any, plan: Dict[str, Any], adtype: DType,
+                   warnings: List[str]) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
+        from edgec.quant.collect import collect_statistics
+        from edgec.quant.observers import compute_range
+
+        members: List[Value] = plan["members"]
+        names = sorted({v.name for v in members})
+        stats = collect_statistics(model, data, names, histogram=self.method != "minmax", progress=False)
+        out: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+        for root, vals in plan["uf"].groups().items():
+            los, his = [], []
+            for v in vals:
+                st = stats.get(v.name)
+                if st is None:
+                    continue
+                lo, hi = compute_range(st, self.method, bits=8, symmetric=self.symmetric_activations,
+                                       percentile=self.percentile)
+                los.append(float(lo))
+                his.append(float(hi))
+            if not los:
+                warnings.append(f"no calibration statistics for {', '.join(sorted(v.name for v in vals))}; left float")
+                continue
+            name = vals[0].name if len(vals) == 1 else f"{vals[0].name} (+{len(vals) - 1} sharing)"
+            p = scheme.activation_params(min(los), max(his), adtype, self.symmetric_activations, name=name,
+                                         warn=warnings.append)
+            for v in vals:
+                out[id(v)] = p
+        return out
+
+    # --- rewriting ------------------------------------------------------------------------------
+    def _rewrite(self, model: Model, plan: Dict[str, Any], params: Dict[int, Tuple[np.ndarray, np.ndarray]],
+                 per_channel: bool, wdtype: DType, adtype: DType, warnings: List[str]) -> List[Dict[str, Any]]:
+        from edgec.passes.fuse_batchnorm import ConstTracker
+
+        g = model.graph
+        consts = ConstTracker()
+        report: List[Dict[str, Any]] = []
+        for n in plan["compute"]:
+            x = n.input(0)
+            if id(x) not in params or id(_through_activation(n.output(0))) not in params:
+                continue
+            w = n.input(1)
+            if _is_act(w) and id(w) not in params:
+                continue
+            entry: Dict[str, Any] = {"name": n.name, "op": n.op_type, "input_scale": float(params[id(x)][0]),
+                                     "output_scale": float(params[id(_through_activation(n.output(0)))][0])}
+            if not _is_act(w):
+                entry.update(self._quantize_weights(g, n, params[id(x)][0], per_channel, wdtype, consts, warnings))
+            report.append(entry)
+        for n in plan["arith"]:
+            if not all(id(v) in params for v in n.inputs if _is_act(v)) or id(n.output(0)) not in params:
+                continue
+            for i, v in enumerate(n.inputs):
+                if v is None or _is_act(v):
+                    continue
+                arr = constant_value(v)
+                if arr is None:
+                    continue
+                s, z = scheme.activation_params(float(np.min(arr, initial=0.0)), float(np.max(arr, initial=0.0)),
+                                                adtype, self.symmetric_activations, name=v.name, warn=warnings.append)
+                qv = quantized_constant(g, arr, s, z, adtype, name=v.name)
+                dq = dequantize_node(g, qv, name=v.name)
+                dq.outputs[0].type = v.type
+                g.insert_before(n, dq)
+                n.set_input(i, dq.outputs[0])
+                consts.note(v)
+            report.append({"name": n.name, "op": n.op_type, "output_scale": float(params[id(n.output(0))][0])})
+        for v in plan["members"]:
+            if id(v) in params and v.has_uses():
+                s, z = params[id(v)]
+                insert_qdq(g, v, s, z, adtype)
+        consts.sweep()
+        return report
+
+    def _quantize_weights(self, g: Any, n: Node, s_in: np.ndarray, per_channel: bool, wdtype: DType,
+                          consts: Any, warnings: List[str]) -> Dict[str, Any]:
+        wv, bv = n.input(1), n.input(2)
+        w = np.asarray(constant_value(wv))
+        base = edgec_base_op(n)
+        axis = weight_axis(n, w) if per_channel else None
+        scale, zp = scheme.weight_params(w, axis, wdtype, True, name=wv.name, reduce_range=self.reduce_range)
+        info: Dict[str, Any] = {"weight": wv.name, "weight_axis": axis,
+                                "weight_bytes_float": int(wv.const.nbytes) if wv.const is not None else int(w.nbytes)}
+        bias = constant_value(bv) if bv is not None else None
+        qbias = None
+        fixed: List[int] = []
+        if bias is not None and base != "MatMul" and bias.ndim == 1 and np.issubdtype(bias.dtype, np.floating):
+            groups = int(n.attr("group", 1)) if base == "ConvTranspose" else 1
+            gemm_ok = base != "Gemm" or (float(n.attr("alpha", 1.0)) == 1.0 and float(n.attr("beta", 1.0)) == 1.0)
+            n_out = bias.shape[0]
+            per_c = scale.ndim > 0
+            if gemm_ok and (not per_c or scale.size * groups == n_out):
+                s_full = np.tile(scale, groups) if per_c else scale
+                bq = scheme.bias_params(bias, float(s_in), s_full, name=bv.name)
+                if bq.adjusted:
+                    fixed = bq.adjusted
+                    new = np.asarray(bq.weight_scale, np.float32)
+                    scale = new.reshape(groups, -1).max(axis=0) if per_c else new.reshape(())
+                    s_full = np.tile(scale, groups) if per_c else scale
+                    bq = scheme.bias_params(bias, float(s_in), s_full, name=bv.name)
+                    warnings.append(f"{n.name}: bias '{bv.name}' overflows int32 at scale s_in*s_w in "
+                                    f"{len(fixed)} channel(s); enlarged their weight scale")
+                qbias = bq
+        dq_w = quantized_weight(g, wv, scale, zp, wdtype, axis, before=n, array=w)
+        n.set_input(1, dq_w)
+        consts.note(wv)
+        qbytes = dq_w.producer.input(0).const.nbytes
+        if qbias is not None:
+            axis_b = 0 if np.ndim(qbias.scale) > 0 else None
+            qb = quantized_constant(g, qbias.values, qbias.scale, np.zeros(np.shape(qbias.scale), np.int32),
+                                    DType.INT32, axis_b, name=bv.name)
+            dq = dequantize_node(g, qb, name=bv.name)
+            dq.outputs[0].type = bv.type
+            g.insert_before(n, dq)
+            n.set_input(2, dq.outputs[0])
+            consts.note(bv)
+            qbytes += qb.const.nbytes
+            info["weight_bytes_float"] += int(bv.const.nbytes) if bv.const is not None else int(bias.nbytes)
+        info.update({"weight_bytes_quantized": int(qbytes), "weight_scale_min": float(np.min(scale)),
+                     "weight_scale_max": float(np.max(scale)), "bias_overflow_fixed_channels": fixed})
+        return info

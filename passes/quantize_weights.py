@@ -1,0 +1,166 @@
+"""Weight-only quantization of MatMul/Gemm weights to int8 or int4, blocked along the K axis.
+
+Formats:
+
+- ``dql``: the weight becomes an int4/int8 initializer (``quant`` type, blocked along K with
+  ``block_size``) read by ``DequantizeLinear(axis, block_size)`` before the unchanged MatMul/Gemm.
+  Needs opset >= 21; onnxruntime fuses DQ(int4)+MatMul into MatMulNBits.
+- ``matmulnbits``: ``com.microsoft.MatMulNBits(A, B_packed[N, n_blocks, blob], scales[N*n_blocks],
+  zero_points?)`` (unsigned values; symmetric means the implicit zero point 8 / 128), any opset.
+
+int4 values are packed two per byte (low nibble first), so an fp32 weight shrinks ~8x (plus one
+scale per block).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Literal, Optional
+
+import numpy as np
+
+from edgec.errors import EdgecError
+from edgec.ir import Model, Node
+from edgec.ir.dtypes import DType
+from edgec.ir.types import Shape, TensorType
+from edgec.passmanager import Pass, PassContext, register_pass
+from edgec.quant import scheme
+from edgec.quant.qdq import quantized_weight, require_opset
+from edgec.rewrite import constant_value
+
+__all__ = ["QuantizeWeights", "pack_nbits"]
+
+MS = "com.microsoft"
+
+
+def pack_nbits(q: np.ndarray, bits: int) -> np.ndarray:
+    """Pack unsigned ``bits``-bit values along the last axis into uint8 (low nibble first for 4 bits)."""
+    q = np.asarray(q).astype(np.uint8)
+    if bits == 8:
+        return q
+    if q.shape[-1] % 2:
+        q = np.concatenate([q, np.zeros(q.shape[:-1] + (1,), np.uint8)], axis=-1)
+    return (q[..., 0::2] & 0x0F) | ((q[..., 1::2] & 0x0F) << 4)
+
+
+@register_pass
+class QuantizeWeights(Pass):
+    """Weight-only int4/int8 quantization of constant MatMul/Gemm weights, blocked along K.
+
+    ``bits`` 4 or 8; ``block-size`` (>= 16, a power of two); ``symmetric`` (else a zero point per
+    block); ``format`` dql (DequantizeLinear with block_size, opset >= 21) or matmulnbits (ORT
+    contrib op); weights with fewer than ``min-size`` elements stay float.
+    """
+
+    name = "quantize-weights"
+    opt_level = 3
+    idempotent = True
+
+    bits: int = 4
+    block_size: int = 32
+    symmetric: bool = True
+    format: Literal["dql", "matmulnbits"] = "dql"
+    min_size: int = 1024
+    exclude: List[str] = []
+
+    def run(self, model: Model, ctx: PassContext) -> bool:
+        if self.bits not in (4, 8):
+            raise EdgecError(f"quantize-weights: bits must be 4 or 8, got {self.bits}")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise EdgecError(f"quantize-weights: block-size must be a power of two >= 16, got {self.block_size}")
+        if self.format == "dql":
+            require_opset(model, 21, "quantize-weights format=dql (DequantizeLinear block_size)")
+        from edgec.passes.fuse_batchnorm import ConstTracker
+        from edgec.passes.quantize import initializer_bytes
+
+        g = model.graph
+        consts = ConstTracker()
+        before = initializer_bytes(model)
+        report: List[Dict[str, Any]] = []
+        for n in list(g):
+            if n.name in self.exclude or n.domain != "" or n.op_type not in ("MatMul", "Gemm"):
+                continue
+            w = constant_value(n.input(1))
+            if w is None or w.dtype != np.float32 or w.ndim != 2 or w.size < self.min_size:
+                continue
+            if n.op_type == "Gemm" and int(n.attr("transA", 0)):
+                continue
+            entry = self._dql(model, n, w) if self.format == "dql" else self._nbits(model, n, w)
+            if entry is not None:
+                report.append(entry)
+        for e in report:
+            consts.note(*e.pop("_old", []))
+        consts.sweep()
+        after = initializer_bytes(model)
+        ctx.stat("quantized-weights", len(report))
+        ctx.reports["quantization"] = {"mode": "weight-only", "nodes": report, "warnings": [],
+                                       "totals": {"model_bytes_before": before, "model_bytes_after": after,
+                                                  "quantized_nodes": len(report)}}
+        return bool(report)
+
+    def _dtype(self, signed: bool) -> DType:
+        if self.bits == 4:
+            return DType.INT4 if signed else DType.UINT4
+        return DType.INT8 if signed else DType.UINT8
+
+    def _dql(self, model: Model, n: Node, w: np.ndarray) -> Optional[Dict[str, Any]]:
+        g = model.graph
+        wv = n.input(1)
+        k_axis = 1 if (n.op_type == "Gemm" and int(n.attr("transB", 0))) else 0
+        dt = self._dtype(signed=self.symmetric)
+        scale, zp = scheme.weight_params(w, k_axis, dt, self.symmetric, block_size=self.block_size, name=wv.name)
+        dq = quantized_weight(g, wv, scale, zp, dt, k_axis, self.block_size, before=n, array=w)
+        n.set_input(1, dq)
+        qv = dq.producer.input(0)
+        extra = sum(v.const.nbytes for v in dq.producer.inputs[1:] if v is not None and v.const is not None)
+        return {"name": n.name, "op": n.op_type, "weight": wv.name, "format": "dql", "bits": self.bits,
+                "block_size": self.block_size, "weight_bytes_float": int(w.nbytes),
+                "weight_bytes_quantized": int(qv.const.nbytes + extra), "_old": [wv]}
+
+    def _nbits(self, model: Model, n: Node, w: np.ndarray) -> Optional[Dict[str, Any]]:
+        g = model.graph
+        wv = n.input(1)
+        bias = None
+        if n.op_type == "Gemm":
+            wt = w if int(n.attr("transB", 0)) else w.T  # [N, K]
+            wt = wt * np.float32(n.attr("alpha", 1.0))
+            if n.input(2) is not None:
+                c = constant_value(n.input(2))
+                if c is None:
+                    return None
+                bias = (c * np.float32(n.attr("beta", 1.0))).astype(np.float32)
+        else:
+            wt = w.T
+        wt = np.ascontiguousarray(wt, np.float32)
+        n_out, k = wt.shape
+        bs = self.block_size
+        nb = -(-k // bs)
+        wp = np.pad(wt, [(0, 0), (0, nb * bs - k)])
+        dt = self._dtype(signed=False)
+        scale, zp = scheme.weight_params(wp, 1, dt, self.symmetric, block_size=bs, name=wv.name)
+        q = scheme.quantize_array(wp, scale, zp, dt, 1, bs).astype(np.uint8)  # [N, K_pad]
+        packed = pack_nbits(q.reshape(n_out, nb, bs), self.bits)  # [N, nb, blob]
+        ins = [n.input(0), g.add_constant(packed, wv.name + "_nbits"),
+               g.add_constant(scale.astype(np.float32).reshape(-1), wv.name + "_scales")]
+        if not self.symmetric:
+            ins.append(g.add_constant(pack_nbits(zp.astype(np.uint8).reshape(n_out, nb), self.bits),
+                                      wv.name + "_zero_points"))
+        model.opset_imports.setdefault(MS, 1)
+        out = n.output(0)
+        node = Node("MatMulNBits", ins, 1, {"K": int(k), "N": int(n_out), "bits": self.bits, "block_size": bs},
+                    domain=MS, name=g.new_name(n.name + "/MatMulNBits", node_name=True))
+        g.insert_before(n, node)
+        y = node.outputs[0]
+        y.type = out.type if isinstance(out.type, TensorType) else TensorType(DType.FLOAT, Shape(None))
+        if bias is not None:
+            add = Node("Add", [y, g.add_constant(bias, wv.name + "_bias")], 1,
+                       name=g.new_name(n.name + "/Add", node_name=True))
+            g.insert_before(n, add)
+            add.outputs[0].type = y.type
+            y = add.outputs[0]
+        old = list(n.inputs[1:])
+        out.replace_all_uses_with(y)
+        g.remove(n)
+        nbytes = packed.nbytes + scale.size * 4 + (0 if self.symmetric else ins[3].const.nbytes)
+        return {"name": n.name, "op": n.op_type, "weight": wv.name, "format": "matmulnbits", "bits": self.bits,
+                "block_size": bs, "weight_bytes_float": int(w.nbytes), "weight_bytes_quantized": int(nbytes),
+                "_old": old}
