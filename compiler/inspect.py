@@ -20,7 +20,6 @@ from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .ir.core import Graph, Model, Node, SparseTensor, Value
-from .ir.dtypes import DType
 from .ir.tensor import Tensor
 from .ir.types import MapType, OptionalType, SequenceType, SparseTensorType, TensorType, Type
 

@@ -8,12 +8,10 @@ run the model before and after on seeded inputs (onnxruntime, or onnx.reference 
 
 from __future__ import annotations
 
-import copy
 import re
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from edgec.backends.onnx_export import to_proto

@@ -23,7 +23,7 @@ the graph, the node (name and qualified op) and the value at fault. It checks:
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 from ..errors import VerificationError
 from . import opschema

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import onnx
@@ -21,7 +21,7 @@ from edgec.backends.onnx_export import to_proto  # noqa: E402
 from edgec.backends.onnx_lowering import has_edgec_ops, lower_for_onnx  # noqa: E402
 from edgec.errors import EdgecError  # noqa: E402
 from edgec.frontend.onnx_import import from_proto  # noqa: E402
-from edgec.ir import DType, Model, TensorType  # noqa: E402
+from edgec.ir import DType, Model  # noqa: E402
 from edgec.ir.parser import parse_model  # noqa: E402
 from edgec.ir.printer import print_model  # noqa: E402
 from edgec.passmanager import PassContext, PassManager, PassManagerOptions  # noqa: E402

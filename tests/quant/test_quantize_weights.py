@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import pytest
 from onnx import helper
