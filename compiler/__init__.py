@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .api import load, optimize, save  # noqa: E402
+from .api import load, optimize, quantize, save  # noqa: E402
 
-__all__ = ["load", "optimize", "save", "__version__"]
+__all__ = ["load", "optimize", "quantize", "save", "__version__"]

@@ -152,11 +152,18 @@ def _build_pipeline(registry: PassRegistry, opt_level: Optional[int], passes_tex
 
 
 def _run_pipeline(state: _State, model: Any, kw: Dict[str, Any], *, default_level: Optional[int],
-                  finish: str = "", resources: Optional[Dict[str, Any]] = None) -> Pipeline:
-    """Build the pipeline from the flags (plus ``finish``, the target's own last passes) and run it."""
+                  finish: str = "", resources: Optional[Dict[str, Any]] = None, flags: bool = True,
+                  ctx: Optional[PassContext] = None) -> Pipeline:
+    """Build the pipeline from the flags (plus ``finish``, the target's own last passes) and run it.
+
+    ``flags=False`` runs only ``finish`` (with the debugging flags); a given ``ctx`` collects the
+    reports and warnings (the caller shows them) instead of a fresh one whose warnings are printed.
+    """
     registry = state.registry
     with using_registry(registry):
-        pipe = _build_pipeline(registry, kw["opt_level"], kw["passes_text"], kw["disable_pass"], default_level)
+        pipe = Pipeline()
+        if flags:
+            pipe = _build_pipeline(registry, kw["opt_level"], kw["passes_text"], kw["disable_pass"], default_level)
         if finish:
             pipe = pipe + parse_pipeline(finish, registry)
         for flag in ("print_ir_before", "print_ir_after"):
@@ -173,10 +180,13 @@ def _run_pipeline(state: _State, model: Any, kw: Dict[str, Any], *, default_leve
             elide_limit=None if elide is not None and elide < 0 else elide,
             rerun_group_flags=state.rerun_flags(),
         )
-        pctx = PassContext(resources=dict(resources or {}))
+        pctx = ctx if ctx is not None else PassContext(resources=dict(resources or {}))
+        if ctx is not None and resources:
+            pctx.resources.update(resources)
         PassManager.with_options(pipe, options, ctx=pctx).run(model)
-        for w in pctx.warnings:
-            click.echo(f"edgec: warning: {_one_line(w)}", err=True)
+        if ctx is None:
+            for w in pctx.warnings:
+                click.echo(f"edgec: warning: {_one_line(w)}", err=True)
     return pipe
 
 
@@ -260,11 +270,40 @@ def _human(n: int) -> str:
                    "instead of standard ONNX.")
 @click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224",
               help="Pin the shape of a graph input (repeatable).")
+@click.option("--quantize", "quant_mode", type=click.Choice(["int8", "uint8", "dynamic", "int8-weights", "int4-weights"]),
+              default=None, help="Quantize after optimizing: static int8/uint8 activations (needs --calibration), "
+                                 "dynamic, or weight-only int8/int4.")
+@click.option("--calibration", "calibration_spec", default=None, metavar="SPEC",
+              help="Calibration data: FILE.npz/.npy, a folder, module:function, or synthetic[:N].")
+@click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
+              default="minmax", show_default=True, help="How activation ranges are chosen.")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Use only the first N calibration samples.")
+@click.option("--per-tensor", is_flag=True, help="One weight scale per tensor (default: per output channel).")
+@click.option("--equalize", is_flag=True, help="Run equalize-layers before quantizing.")
+@click.option("--bias-correction", is_flag=True, help="Run correct-bias before quantizing.")
+@click.option("--max-drop", type=float, default=None, metavar="X",
+              help="Accuracy bound: put the most sensitive layers back to float until the metric drops by at most X.")
+@click.option("--metric", type=click.Choice(["top1", "cosine", "sqnr"]), default=None,
+              help="Metric of --max-drop (default: top1 when the data carry labels, else cosine).")
+@click.option("--eval", "eval_spec", default=None, metavar="SPEC",
+              help="Held-out evaluation data (same forms as --calibration; default: the calibration data).")
+@click.option("--time-budget", type=click.FloatRange(min=0), default=300.0, show_default=True, metavar="SECONDS",
+              help="Time limit of the --max-drop search.")
+@click.option("--sensitivity", is_flag=True, help="Rank layers by quantization sensitivity (also done by --max-drop).")
+@click.option("--quant-report", default=None, metavar="PATH.json", help="Write the quantization report as JSON.")
 @pipeline_flags
 @click.pass_obj
 def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_contrib_ops: bool,
                 input_shape: Tuple[str, ...], **kw: Any) -> None:
     """Compile an ONNX MODEL: load, pin shapes, optimize (default -O2), verify, save."""
+    quant = {k: kw.pop(k) for k in _QUANT_KEYS}
+    if quant["quant_mode"] is not None:
+        _compile_quantized(state, model_path, output, target, ort_contrib_ops, input_shape, kw, quant)
+        return
+    given = [f for k, f in _QUANT_FLAGS.items() if quant[k] not in (None, False, "minmax", 300.0)]
+    if given:
+        raise click.UsageError(f"{given[0]} needs --quantize MODE")
     from .backends.onnx_export import save_model
     from .frontend.onnx_import import load_model
     from .ir.verifier import verify
@@ -285,6 +324,106 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
     nodes_after, size_after = _count_nodes(model), _written_size(output)
     click.echo(f"edgec: {model_path} -> {output}: {nodes_before} -> {nodes_after} nodes, "
                f"{_human(size_before)} -> {_human(size_after)} (pipeline: {pipe or '(none)'})")
+
+
+_QUANT_FLAGS = {"quant_mode": "--quantize", "calibration_spec": "--calibration", "calibration_method": "--calibration-method",
+                "calibration_samples": "--calibration-samples", "per_tensor": "--per-tensor", "equalize": "--equalize",
+                "bias_correction": "--bias-correction", "max_drop": "--max-drop", "metric": "--metric",
+                "eval_spec": "--eval", "time_budget": "--time-budget", "sensitivity": "--sensitivity",
+                "quant_report": "--quant-report"}
+_QUANT_KEYS = tuple(_QUANT_FLAGS)
+_QUANT_CLEANUP = "repeat{max-iters=4}(cse,dce)"
+
+
+def _compile_quantized(state: _State, model_path: str, output: str, target: str, ort_contrib_ops: bool,
+                       input_shape: Tuple[str, ...], kw: Dict[str, Any], q: Dict[str, Any]) -> None:
+    """`compile --quantize`: -O preset (or --passes), quantization (with the --max-drop search), clean-up, lowering."""
+    from .backends.onnx_export import save_model
+    from .errors import CalibrationError
+    from .frontend.onnx_import import load_model
+    from .ir.verifier import verify
+    from .passes.quantize import initializer_bytes
+    from .quant.accuracy import QuantConfig, quantize_model
+    from .quant.data import load_calibration
+    from .quant.report import build_report, format_summary, write_report
+    from .shapes_pin import parse_shape_spec, pin_input_shapes
+
+    mode = q["quant_mode"]
+    cfg = QuantConfig(mode=mode, method=q["calibration_method"], per_channel=not q["per_tensor"],
+                      equalize=q["equalize"], bias_correction=q["bias_correction"])
+    if cfg.static and q["calibration_spec"] is None:
+        raise CalibrationError(f"--quantize {mode} needs calibration data: pass --calibration FILE "
+                               f"(.npz keyed by input name) or --calibration synthetic (random inputs, smoke tests only)")
+    if not cfg.static and (q["calibration_method"] != "minmax" or q["equalize"] or q["bias_correction"]):
+        raise click.UsageError(f"--calibration-method, --equalize and --bias-correction apply to --quantize int8/uint8, "
+                               f"not {mode}")
+    shapes = dict(parse_shape_spec(s) for s in input_shape)
+    state.load_passes()
+    model = load_model(model_path)
+    nodes_before, size_before = _count_nodes(model), _disk_size(model_path, model)
+    if shapes:
+        pin_input_shapes(model, shapes)
+    target_info = {"name": target, "contrib_ops": ort_contrib_ops}
+    pre = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL, resources={"target": target_info})
+    shown: List[str] = []
+
+    def warn(text: str, loud: bool = False) -> None:
+        line = _one_line(text)
+        if any(line in s or s in line for s in shown):
+            return
+        shown.append(line)
+        click.echo(f"edgec: {'WARNING' if loud else 'warning'}: {line}", err=True)
+
+    cal = ev = None
+    if q["calibration_spec"] is not None:
+        cal = load_calibration(q["calibration_spec"], model, max_samples=q["calibration_samples"])
+        for w in cal.warnings:
+            warn(w, loud=cal.synthetic)
+    if q["eval_spec"] is not None:
+        ev = load_calibration(q["eval_spec"], model)
+        for w in ev.warnings:
+            warn("--eval: " + w, loud=ev.synthetic)
+
+    def runner(m: Any, text: str, resources: Dict[str, Any], first: bool) -> Dict[str, Any]:
+        ctx = PassContext(resources=dict(resources))
+        if first:
+            _run_pipeline(state, m, dict(kw, opt_level=None, passes_text=text, disable_pass=()), default_level=None,
+                          ctx=ctx)
+        else:
+            from .passmanager import parse_pipeline as _parse
+
+            with using_registry(state.registry):
+                PassManager.with_options(_parse(text, state.registry), PassManagerOptions(verify_each=False),
+                                         ctx=ctx).run(m)
+        return {"reports": ctx.reports, "warnings": list(ctx.warnings)}
+
+    weights_float = initializer_bytes(model)
+    result = quantize_model(model, cfg, calibration=cal, eval_data=ev, max_drop=q["max_drop"], metric=q["metric"],
+                            time_budget=q["time_budget"], sensitivity=q["sensitivity"],
+                            resources={"target": target_info}, runner=runner)
+    model = result.model
+    for w in result.warnings:
+        warn(w)
+    finish = _QUANT_CLEANUP + "," + ("lower-onnx{contrib-ops=true}" if ort_contrib_ops else "lower-onnx")
+    _run_pipeline(state, model, kw, default_level=None, finish=finish, flags=False, resources={"target": target_info})
+    verify(model)
+    save_model(model, output)
+    nodes_after, size_after = _count_nodes(model), _written_size(output)
+    pipeline_text = ",".join(t for t in (str(pre), result.pipeline, finish) if t)
+    options = {"quantize": mode, "calibration": q["calibration_spec"], "calibration_method": q["calibration_method"],
+               "calibration_samples": q["calibration_samples"], "per_channel": not q["per_tensor"],
+               "equalize": q["equalize"], "bias_correction": q["bias_correction"], "max_drop": q["max_drop"],
+               "metric": q["metric"], "eval": q["eval_spec"], "time_budget": q["time_budget"]}
+    report = build_report(result, mode=mode, options=options, calibration=cal, eval_data=ev, pipeline=pipeline_text,
+                          weight_bytes={"float": weights_float, "quantized": initializer_bytes(model)},
+                          file_bytes={"float": size_before, "quantized": size_after}, warnings=shown)
+    summary = format_summary(report)
+    if summary:
+        click.echo(summary, err=True)
+    if q["quant_report"]:
+        write_report(q["quant_report"], report)
+    click.echo(f"edgec: {model_path} -> {output}: {nodes_before} -> {nodes_after} nodes, "
+               f"{_human(size_before)} -> {_human(size_after)} (pipeline: {pipeline_text or '(none)'})")
 
 
 @cli.command("opt")
