@@ -594,11 +594,16 @@ def recover_pattern_rules(model: Model, consts: ConstTracker, ranks: RankOracle,
     return rules
 
 
+def _plain_onnx(ctx: PassContext) -> bool:
+    """The model is compiled for standard ONNX without onnxruntime's contrib ops."""
+    target = ctx.resources.get("target")
+    return target is not None and target.get("name") == "onnx" and not target.get("contrib_ops")
+
+
 def _want_attention(option: str, ctx: PassContext) -> bool:
     if option != "auto":
         return option == "on"
-    target = ctx.resources.get("target")
-    return not (target is not None and target.get("name") == "onnx" and not target.get("contrib_ops"))
+    return not _plain_onnx(ctx)
 
 
 @register_pass
@@ -632,7 +637,8 @@ class RecoverPatterns(Pass):
     name = "recover-patterns"
     opt_level = 2
     #: ``auto``: recover attention unless the target is plain ONNX, where it would only be
-    #: decomposed again (and onnxruntime's own attention fusion would then miss it).
+    #: decomposed again (and onnxruntime's own attention fusion would then miss it). For the same
+    #: reason GELU (opset < 20) and LayerNorm (opset < 17) are left alone for plain ONNX.
     attention: Literal["auto", "on", "off"] = "auto"
 
     def run(self, model: Model, ctx: PassContext) -> bool:
@@ -641,6 +647,12 @@ class RecoverPatterns(Pass):
         rules = recover_pattern_rules(model, consts, RankOracle(model), doomed)
         if not _want_attention(self.attention, ctx):
             rules = [r for r in rules if r.name != "attention"]
+        if _plain_onnx(ctx):
+            # An edgec op that plain ONNX lacks at this opset would only be decomposed again, in a
+            # form onnxruntime's own fusions may no longer recognise: recover what runs natively.
+            opset = model.opset("") or 1
+            rules = [r for r in rules if not (r.name.startswith("gelu") and opset < 20)
+                     and not (r.name.startswith("layernorm") and opset < 17)]
         stats = apply_rules(model, rules)
         sweep_dead(doomed)
         consts.sweep()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Literal, Optional
 
 import numpy as np
 
@@ -123,9 +123,10 @@ class SimplifyAlgebra(Pass):
     be -0.0 for Add and +0.0 for Sub, the only forms exact for x = -0.0; turn it off to accept
     either sign. ``neg-neg`` Neg(Neg(x)) and ``not-not`` Not(Not(x)) -> x; ``relu-relu``,
     ``abs-abs``, ``floor-floor``, ``ceil-ceil``, ``round-round``, ``sign-sign`` f(f(x)) -> f(x).
-    All of those are bit-exact. ``div-to-mul`` (option ``reciprocal``, default on): x / c ->
+    All of those are bit-exact. ``div-to-mul`` (option ``reciprocal``): x / c ->
     x * (1/c) for f32/f64 constants whose reciprocal is finite and normal; exact when c is a power
-    of two, else within rtol 1e-6 (f16/bf16 are left alone). Deliberately not simplified: x*0
+    of two, else within rtol 1e-6 (f16/bf16 are left alone). ``auto`` (default) applies it except
+    for the plain ONNX target, where onnxruntime's own fusions (GELU, attention) look for the Div. Deliberately not simplified: x*0
     (NaN, inf), x-x (NaN), Sqrt(x)*Sqrt(x) (domain); constant-only math is for constant folding.
     Works in subgraphs and functions.
     """
@@ -133,10 +134,13 @@ class SimplifyAlgebra(Pass):
     name = "simplify-algebra"
     opt_level = 2
     signed_zeros: bool = True
-    reciprocal: bool = True
+    reciprocal: Literal["auto", "on", "off"] = "auto"
 
     def run(self, model: Model, ctx: PassContext) -> bool:
-        stats = apply_rules(model, algebra_rules(signed_zeros=self.signed_zeros, reciprocal=self.reciprocal))
+        target = ctx.resources.get("target") or {}
+        plain_onnx = target.get("name") == "onnx" and not target.get("contrib_ops")
+        reciprocal = self.reciprocal == "on" or (self.reciprocal == "auto" and not plain_onnx)
+        stats = apply_rules(model, algebra_rules(signed_zeros=self.signed_zeros, reciprocal=reciprocal))
         for rule, n in sorted(stats.fired.items()):
             ctx.stat(rule, n)
         return stats.changed
