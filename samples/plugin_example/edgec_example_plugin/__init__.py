@@ -1,8 +1,8 @@
-"""An example edgec plugin: importing it registers its passes (see ``strip_doc_strings``)."""
+"""An example edgec plugin: importing it registers its passes (``strip_doc_strings``: a plain pass; ``recover_hardswish``: a pattern rewrite)."""
 
-from . import strip_doc_strings
+from . import recover_hardswish, strip_doc_strings
 
 #: The edgec plugin API this plugin was written for (edgec refuses a different one).
 EDGEC_PLUGIN_API = 1
 
-__all__ = ["strip_doc_strings"]
+__all__ = ["recover_hardswish", "strip_doc_strings"]
