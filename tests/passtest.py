@@ -26,7 +26,7 @@ SYMBOL_VALUES = (1, 3)  # every symbolic dim is tested at these values
 
 def run_pipeline(model: Model, pipeline: str) -> bool:
     """Run ``pipeline`` with the verifier after every pass; True when anything changed."""
-    return PassManager.with_options(pipeline, PassManagerOptions(verify_each=True)).run(model)
+    return PassManager.with_options(pipeline, PassManagerOptions(verify_each=True, verify_unchanged=True)).run(model)
 
 
 def canonical(model: Model) -> str:

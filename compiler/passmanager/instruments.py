@@ -56,7 +56,11 @@ class Instrument:
 
 
 class VerifyEach(Instrument):
-    """Verify the IR before the pipeline and after every pass; a broken IR names the pass."""
+    """Verify the IR before the pipeline and after every pass that changed it (``always``: after
+    every pass); a broken IR names the pass."""
+
+    def __init__(self, always: bool = False) -> None:
+        self.always = always
 
     def before_pipeline(self, model, ctx: PassContext) -> None:
         super().before_pipeline(model, ctx)
@@ -70,6 +74,8 @@ class VerifyEach(Instrument):
     def after_pass(self, p: Pass, model, changed: bool) -> None:
         from ..ir.verifier import verify
 
+        if not changed and not self.always:  # the IR verified after the last change still stands
+            return
         try:
             verify(model)
         except VerificationError as e:

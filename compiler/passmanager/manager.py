@@ -28,6 +28,9 @@ class PassManagerOptions:
     """Every debugging flag of the pass manager (the CLI maps its flags onto this)."""
 
     verify_each: bool = True
+    #: also verify after passes that report no change (tests: catches a pass that changes the IR
+    #: but says it did not; by default an unchanged IR is not verified again)
+    verify_unchanged: bool = False
     print_ir_before: Sequence[str] = ()
     print_ir_after: Sequence[str] = ()
     print_ir_before_all: bool = False
@@ -50,7 +53,7 @@ class PassManagerOptions:
         """
         out: List[Instrument] = []
         if self.verify_each:
-            out.append(VerifyEach())
+            out.append(VerifyEach(always=self.verify_unchanged))
         if self.crash_reproducer:
             opt_flags = list(self.rerun_opt_flags) + ([] if self.verify_each else ["--no-verify-each"])
             out.append(CrashReproducer(self.crash_reproducer, group_flags=self.rerun_group_flags, opt_flags=opt_flags))
