@@ -9,6 +9,11 @@ For ``MatMul(A, W)`` / ``Gemm(A, W, C)`` with a constant 2-D float weight, the f
 ``s_w`` is per column (one per N) when ``per-channel``, else per tensor; weights are symmetric
 int8 (zero point 0). Gemm's ``transB`` is folded into the stored weight, ``alpha`` into ``s_w``
 and ``beta*C`` becomes the Add. Ops with fused activations keep them after the Add.
+
+A constant ``Gather`` table (word / position embeddings) is stored int8, symmetric, one scale
+per column (per tensor without ``per-channel``), and read as ``Gather(table_i8, ids) ->
+DequantizeLinear(axis=-1)``: only the gathered rows are dequantized (onnxruntime does not fold a
+DequantizeLinear placed before the Gather, and dequantizing a 30k-row table costs ~7 ms a run).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from edgec.ir.tensor import ArrayTensor
 from edgec.ir.types import QuantParams, Shape, TensorType
 from edgec.passmanager import Pass, PassContext, register_pass
 from edgec.quant import scheme
-from edgec.quant.qdq import require_opset
+from edgec.quant.qdq import gather_table, quantized_gather, require_opset
 from edgec.rewrite import constant_value
 
 __all__ = ["QuantizeDynamic"]
@@ -34,8 +39,10 @@ class QuantizeDynamic(Pass):
     """Dynamic int8 quantization of MatMul/Gemm with constant weights (weights int8, activations at run time).
 
     Emits DynamicQuantizeLinear + MatMulInteger + Cast + Mul (+ Add bias), which onnxruntime fuses
-    into DynamicQuantizeMatMul. ``per-channel``: one weight scale per output column. ``min-size``:
-    weights with fewer elements stay float. ``exclude``: node names left alone.
+    into DynamicQuantizeMatMul. Constant ``Gather`` tables (embeddings) become int8, dequantized
+    after the Gather. ``per-channel``: one weight scale per output column (per table column).
+    ``min-size``: weights with fewer elements stay float. ``ops``: op types to quantize.
+    ``exclude``: node names left alone.
     """
 
     name = "quantize-dynamic"
@@ -45,7 +52,7 @@ class QuantizeDynamic(Pass):
     per_channel: bool = True
     reduce_range: bool = False
     min_size: int = 0
-    ops: List[str] = ["MatMul", "Gemm", "FusedMatMul", "FusedGemm"]
+    ops: List[str] = ["MatMul", "Gemm", "FusedMatMul", "FusedGemm", "Conv", "FusedConv", "Gather"]
     exclude: List[str] = []
 
     def run(self, model: Model, ctx: PassContext) -> bool:
@@ -68,7 +75,7 @@ class QuantizeDynamic(Pass):
                 continue
             if (n.domain == "edgec") != n.op_type.startswith("Fused"):
                 continue
-            entry = self._rewrite(model, n, consts)
+            entry = self._gather(model, n, consts) if n.op_type == "Gather" else self._rewrite(model, n, consts)
             if entry is not None:
                 report.append(entry)
         consts.sweep()
@@ -79,17 +86,36 @@ class QuantizeDynamic(Pass):
                                                   "quantized_nodes": len(report)}}
         return bool(report)
 
+    def _gather(self, model: Model, n: Node, consts: Any) -> Optional[Dict[str, Any]]:
+        """An embedding ``Gather(table, ids)``: int8 table (per column, or per tensor), dequantized after the Gather."""
+        table = gather_table(n)
+        if table is None or table.size < max(self.min_size, 1):
+            return None
+        tv = n.input(0)
+        axis = table.ndim - 1 if self.per_channel and (model.opset("") or 0) >= 13 else None
+        scale, zp = scheme.weight_params(table, axis, DType.INT8, True, name=tv.name)
+        quantized_gather(model.graph, n, scale, zp, DType.INT8, axis, array=table)
+        consts.note(tv)
+        return {"name": n.name, "op": "Gather", "weight": tv.name, "weight_bytes_float": int(table.nbytes),
+                "weight_bytes_quantized": int(table.size + 4 * np.size(scale)), "per_channel": axis is not None,
+                "weight_scale_min": float(np.min(scale)), "weight_scale_max": float(np.max(scale))}
+
     def _rewrite(self, model: Model, n: Node, consts: Any) -> Optional[Dict[str, Any]]:
         g = model.graph
         base = n.op_type.replace("Fused", "")
         a, wv = n.input(0), n.input(1)
         w = constant_value(wv)
-        if a is None or a.dtype != DType.FLOAT or w is None or w.dtype != np.float32 or w.ndim != 2:
+        conv = base == "Conv"
+        if a is None or a.dtype != DType.FLOAT or w is None or w.dtype != np.float32 or (w.ndim != 2 and not conv):
             return None
-        if w.size < self.min_size:
+        if w.size < self.min_size or (conv and (w.ndim < 3 or n.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"))):
             return None
         alpha, bias = 1.0, None
-        if base == "Gemm":
+        if conv and n.input(2) is not None:
+            bias = constant_value(n.input(2))
+            if bias is None:
+                return None
+        elif base == "Gemm":
             if int(n.attr("transA", 0)):
                 return None
             if int(n.attr("transB", 0)):
@@ -105,12 +131,15 @@ class QuantizeDynamic(Pass):
             bias = constant_value(n.input(2))
             if bias is None:
                 return None
-        scale, zp = scheme.weight_params(w, 1 if self.per_channel else None, DType.INT8, True, name=wv.name,
+        w_axis = 0 if conv else 1  # output channels
+        scale, zp = scheme.weight_params(w, w_axis if self.per_channel else None, DType.INT8, True, name=wv.name,
                                          reduce_range=self.reduce_range)
-        q = scheme.quantize_array(w, scale, zp, DType.INT8, 1 if scale.ndim else None)
+        q = scheme.quantize_array(w, scale, zp, DType.INT8, w_axis if scale.ndim else None)
         wq = g.add_constant(ArrayTensor(q, DType.INT8), wv.name + "_quantized")
-        wq.type = TensorType(DType.INT8, Shape(q.shape), QuantParams(scale, zp, 1 if scale.ndim else None))
+        wq.type = TensorType(DType.INT8, Shape(q.shape), QuantParams(scale, zp, w_axis if scale.ndim else None))
         zpv = g.add_constant(ArrayTensor(np.asarray(zp, np.int8).reshape(scale.shape), DType.INT8), wv.name + "_zero_point")
+        # per-output-channel factors broadcast against the output: [N] for MatMul, [1, C, 1, ...] for Conv
+        view = (1, -1) + (1,) * (w.ndim - 2) if conv else (-1,)
 
         def op(op_type: str, inputs: List[Optional[Value]], attrs: Optional[dict] = None, outputs: int = 1,
                type_: Optional[TensorType] = None):
@@ -127,14 +156,24 @@ class QuantizeDynamic(Pass):
         aq.type = TensorType(DType.UINT8, a_shape)
         sa.type = TensorType(DType.FLOAT, Shape(()))
         za.type = TensorType(DType.UINT8, Shape(()))
-        acc = op("MatMulInteger", [aq, wq, za, zpv], type_=TensorType(DType.INT32, shape))
+        if conv:
+            attrs = {k: n.attr(k) for k in ("dilations", "group", "kernel_shape", "pads", "strides")
+                     if n.attr(k) is not None}
+            # ORT's ConvInteger takes only a scalar weight zero point: symmetric weights have 0 everywhere
+            zpv = g.add_constant(ArrayTensor(np.zeros((), np.int8), DType.INT8), wv.name + "_zero_point")
+            acc = op("ConvInteger", [aq, wq, za, zpv], attrs, type_=TensorType(DType.INT32, shape))
+        else:
+            acc = op("MatMulInteger", [aq, wq, za, zpv], type_=TensorType(DType.INT32, shape))
         accf = op("Cast", [acc], {"to": int(DType.FLOAT)}, type_=TensorType(DType.FLOAT, shape))
-        sw = g.add_constant((scale * np.float32(alpha)).astype(np.float32), wv.name + "_scale")
-        s = op("Mul", [sa, sw], type_=TensorType(DType.FLOAT, Shape(scale.shape)))
+        sw_arr = (scale * np.float32(alpha)).astype(np.float32)
+        sw_arr = sw_arr.reshape(view) if sw_arr.ndim else sw_arr
+        sw = g.add_constant(sw_arr, wv.name + "_scale")
+        s = op("Mul", [sa, sw], type_=TensorType(DType.FLOAT, Shape(sw_arr.shape)))
         y = op("Mul", [accf, s], type_=TensorType(DType.FLOAT, shape))
         if bias is not None:
-            y = op("Add", [y, g.add_constant(np.asarray(bias, np.float32), wv.name + "_bias")],
-                   type_=TensorType(DType.FLOAT, shape))
+            b = np.asarray(bias, np.float32)
+            b = b.reshape(view) if conv and b.ndim == 1 else b
+            y = op("Add", [y, g.add_constant(b, wv.name + "_bias")], type_=TensorType(DType.FLOAT, shape))
         act = n.attr("activation", "") or ""
         act = act.decode() if isinstance(act, bytes) else act
         if act:

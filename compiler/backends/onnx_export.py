@@ -36,13 +36,19 @@ _ZEROS = memoryview(bytes(_CHUNK))  # calloc'ed: costs no memory until read
 _STREAM_BYTES = 1024  # inline initializers this big are streamed into the model file, not serialized in memory
 
 
-def to_proto(model: Model) -> onnx.ModelProto:
-    """A ``ModelProto`` equal in meaning to ``model``; every tensor is stored inline."""
-    return _Exporter(None).model(model)
+def to_proto(model: Model, *, value_info: bool = True) -> onnx.ModelProto:
+    """A ``ModelProto`` equal in meaning to ``model``; every tensor is stored inline.
+    ``value_info=False``: see :func:`save_model`."""
+    return _Exporter(None, value_info=value_info).model(model)
 
 
-def save_model(model: Model, path: str, *, external_data: Optional[bool] = None, size_threshold: int = 1024) -> None:
+def save_model(model: Model, path: str, *, external_data: Optional[bool] = None, size_threshold: int = 1024,
+               value_info: bool = True) -> None:
     """Write ``model`` to ``path`` atomically.
+
+    ``value_info=False`` leaves out the types of intermediate values (graph inputs and outputs stay
+    typed; values with a doc string or metadata keep their entry): runtimes infer them again, and a
+    small model gets noticeably smaller (quantized digits CNN: 1.7 KB of 36 KB).
 
     ``external_data``: True puts every tensor of at least ``size_threshold`` bytes into
     ``<basename of path>.data`` beside the model, False keeps all inline, None (default) goes external
@@ -61,7 +67,7 @@ def save_model(model: Model, path: str, *, external_data: Optional[bool] = None,
         if external_data:
             fd, tmp_data = temp_beside(data_path)
             writer = _DataWriter(os.fdopen(fd, "wb"), os.path.basename(data_path), size_threshold)
-        exporter = _Exporter(writer, stream_inline=True)
+        exporter = _Exporter(writer, stream_inline=True, value_info=value_info)
         proto = exporter.model(model)
         if writer is not None:
             writer.close()
@@ -217,9 +223,10 @@ class _Exporter:
     """Builds the ModelProto. With ``stream_inline`` the main graph's big inline initializers get no
     raw_data; they are listed in ``deferred`` (initializer index -> tensor) for the wire writer."""
 
-    def __init__(self, writer: Optional[_DataWriter], *, stream_inline: bool = False) -> None:
+    def __init__(self, writer: Optional[_DataWriter], *, stream_inline: bool = False, value_info: bool = True) -> None:
         self.writer = writer
         self.stream_inline = stream_inline
+        self.value_info = value_info
         self.deferred: Dict[int, Tensor] = {}
 
     # --- model --------------------------------------------------------------------------------
@@ -277,11 +284,11 @@ class _Exporter:
         _props(p.metadata_props, g.metadata_props)
         return p
 
-    @staticmethod
-    def _intermediate_infos(g: Graph) -> List[onnx.ValueInfoProto]:
+    def _intermediate_infos(self, g: Graph) -> List[onnx.ValueInfoProto]:
         outs = {id(v) for v in g.outputs}
         return [_value_info(v) for n in g for v in n.outputs
-                if v is not None and id(v) not in outs and (v.type is not None or v.doc_string or v.metadata_props)]
+                if v is not None and id(v) not in outs
+                and ((self.value_info and v.type is not None) or v.doc_string or v.metadata_props)]
 
     def node(self, n: Node) -> onnx.NodeProto:
         p = _new(onnx.NodeProto, op_type=n.op_type, domain=n.domain, name=n.name, overload=n.overload,

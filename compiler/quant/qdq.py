@@ -24,7 +24,7 @@ from ..ir.types import QuantParams, Shape, TensorType
 from .scheme import DTypeLike, as_dtype, quantize_array
 
 __all__ = ["MIN_OPSET", "required_opset", "require_opset", "insert_qdq", "quantized_weight", "quantized_constant",
-           "dequantize_node", "quantize_node"]
+           "dequantize_node", "quantize_node", "gather_table", "quantized_gather"]
 
 #: Opset needed by feature: Q/DQ themselves, per-axis parameters, blocked parameters / int4 / int16.
 MIN_OPSET = {"qdq": 10, "per_axis": 13, "blocked": 21, "int4": 21, "int16": 21}
@@ -69,12 +69,32 @@ def _place(graph: Graph, node: Node, anchor: Optional[Node], after: bool) -> Non
         graph.insert_before(anchor, node)
 
 
+_SHARED = "edgec.qdq_scalars"
+
+
+def _scalar(graph: Graph, array: np.ndarray, dtype: DType, name: str) -> Value:
+    """An initializer for ``array``; scalars are shared with an equal one made here before (same
+    type and value: ORT matches Q/DQ parameters by value), which saves a few hundred bytes on small
+    models. Arrays (per-channel parameters) are never shared."""
+    tensor = ArrayTensor(np.asarray(array).astype(dtype.numpy), dtype)
+    if np.ndim(array) != 0:
+        return graph.add_constant(tensor, name)
+    cache = graph.meta.setdefault(_SHARED, {})
+    key = (int(dtype), np.asarray(array).astype(dtype.numpy).tobytes())
+    v = cache.get(key)
+    if v is not None and graph.initializers.get(v.name) is v and v.const is not None \
+            and v.const.numpy().tobytes() == key[1]:
+        return v
+    v = graph.add_constant(tensor, name)
+    cache[key] = v
+    return v
+
+
 def _params(graph: Graph, scale: np.ndarray, zp: Optional[np.ndarray], dtype: DType, hint: str) -> List[Value]:
-    s = graph.add_constant(np.asarray(scale, np.float32), hint + "_scale")
+    s = _scalar(graph, np.asarray(scale, np.float32), DType.FLOAT, hint + "_scale")
     if zp is None:
         return [s]
-    z = graph.add_constant(ArrayTensor(np.asarray(zp).astype(dtype.numpy), dtype), hint + "_zero_point")
-    return [s, z]
+    return [s, _scalar(graph, np.asarray(zp), dtype, hint + "_zero_point")]
 
 
 def _qattrs(axis: Optional[int], block_size: int, scale: np.ndarray) -> dict:
@@ -193,3 +213,53 @@ def quantized_weight(graph: Graph, value: Value, scale: np.ndarray, zp: np.ndarr
     dq.outputs[0].type = TensorType(DType.FLOAT if value.dtype is None else value.dtype, Shape(np.shape(array)))
     _place(graph, dq, before if before is not None else next(iter(graph), None), False)
     return dq.outputs[0]
+
+
+def gather_table(node: Node) -> Optional[np.ndarray]:
+    """The constant float32 table of ``Gather(table, indices)`` along axis 0 (an embedding), else None."""
+    if node.op_type != "Gather" or node.domain != "" or int(node.attr("axis", 0)) != 0:
+        return None
+    t = node.input(0)
+    if t is None or node.input(1) is None:
+        return None
+    if t.const is None and not (t.producer is not None and t.producer.op_type == "Constant"):
+        return None
+    from ..rewrite import constant_value
+
+    arr = constant_value(t)
+    if arr is None or arr.dtype != np.float32 or arr.ndim < 2:
+        return None
+    return arr
+
+
+def quantized_gather(graph: Graph, node: Node, scale: np.ndarray, zp: np.ndarray, dtype: DTypeLike = DType.INT8,
+                     axis: Optional[int] = None, *, array: Optional[np.ndarray] = None,
+                     zero_point: bool = False) -> Value:
+    """Replace ``Gather(table, idx)`` (axis 0) with ``Gather(table_q, idx) -> DequantizeLinear``: only
+    the gathered rows are dequantized (a DequantizeLinear before the Gather dequantizes the whole
+    table on every run: onnxruntime does not fold it). ``axis`` is a table axis other than 0 (per
+    column), None for per-tensor. The zero-point input is written only with ``zero_point``
+    (symmetric tables: 0 is the default). Returns the float output that replaced the node's; the
+    old table is left for the caller to sweep."""
+    d = as_dtype(dtype)
+    table, idx, out = node.input(0), node.input(1), node.output(0)
+    arr = array if array is not None else gather_table(node)
+    if arr is None:
+        raise EdgecError(f"'{node.name}' does not gather from a constant float table")
+    if axis is not None and axis % arr.ndim == 0:
+        raise EdgecError("per-row parameters cannot follow the Gather: quantize per tensor or per column")
+    qv = quantized_constant(graph, arr, scale, zp, d, axis, name=table.name)
+    out_axis = None if axis is None or np.ndim(scale) == 0 else axis % arr.ndim - arr.ndim
+    shape = out.shape if out.shape is not None else Shape(None)
+    g = Node("Gather", [qv, idx], 1, {"axis": 0}, name=graph.new_name(node.name + "_quantized", node_name=True))
+    g.outputs[0].name = graph.new_name(table.name + "_gathered")
+    g.outputs[0].type = TensorType(d, shape, QuantParams(scale, np.asarray(zp).astype(d.numpy), out_axis))
+    graph.insert_before(node, g)
+    params = _params(graph, scale, np.asarray(zp) if zero_point else None, d, table.name)
+    dq = dequantize_node(graph, g.outputs[0], name=table.name, params=params)
+    dq.outputs[0].type = out.type if isinstance(out.type, TensorType) else TensorType(DType.FLOAT, shape)
+    graph.insert_before(node, dq)
+    y = dq.outputs[0]
+    out.replace_all_uses_with(y)
+    graph.remove(node)
+    return y

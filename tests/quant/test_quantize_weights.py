@@ -76,3 +76,71 @@ def test_dql_needs_opset21_and_min_size():
     m = mlp()
     quantize(m, None, "quantize-weights{min-size=10000}")
     assert [n.op_type for n in m.graph].count("DequantizeLinear") == 1  # only 96x128 = 12288
+
+
+# --- Gather tables and the scale search ---------------------------------------------------------
+def embedding_model(opset: int = 21, rows: int = 300, dim: int = 256):
+    from onnx import TensorProto
+
+    return make_model([helper.make_node("Gather", ["table", "ids"], ["e"]),
+                       helper.make_node("MatMul", ["e", "w"], ["y"])],
+                      [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 9])], [fvi("y", [2, 9, 64])],
+                      {"table": _w(rows, dim), "w": _w(dim, 64)}, opset)
+
+
+def _gather_cos(ref, m):
+    import numpy as np
+
+    f = {"ids": np.random.default_rng(0).integers(0, 300, (2, 9)).astype(np.int64)}
+    want = run(ref, f)[0]
+    return min(cosine(want, run(m, f, level)[0]) for level in
+               (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL))
+
+
+@pytest.mark.parametrize("bits,symmetric", [(4, True), (4, False), (8, False)])
+def test_gather_block_quantized(bits, symmetric):
+    m = embedding_model(opset=17)
+    ref = copy_model(m)
+    ctx = quantize(m, None, f"quantize-weights{{format=matmulnbits,bits={bits},symmetric={str(symmetric).lower()}}}")
+    gbq = next(n for n in m.graph if n.op_type == "GatherBlockQuantized")
+    assert gbq.domain == "com.microsoft" and gbq.attr("bits") == bits and gbq.attr("block_size") == 128
+    assert gbq.input(0).const.numpy().shape == (300, 256 * bits // 8)
+    assert len(gbq.inputs) == (3 if symmetric else 4)  # symmetric: implicit zero point 8 / 128
+    assert "Gather" not in [n.op_type for n in m.graph]
+    assert _gather_cos(ref, m) > (0.98 if bits == 4 else 0.999)
+    rep = ctx.reports["quantization"]
+    assert {r["op"] for r in rep["nodes"]} == {"Gather", "MatMul"}
+    ratio = rep["totals"]["model_bytes_after"] / rep["totals"]["model_bytes_before"]
+    assert ratio < (0.16 if bits == 4 else 0.3), ratio
+
+
+def test_gather_dql_is_standard_int8_after_the_gather():
+    m = embedding_model(opset=21)
+    ref = copy_model(m)
+    quantize(m, None, "quantize-weights")
+    gather = next(n for n in m.graph if n.op_type == "Gather")
+    assert gather.input(0).dtype == DType.INT8
+    assert gather.output(0).consumers()[0].op_type == "DequantizeLinear"
+    assert all(n.domain == "" for n in m.graph)
+    assert _gather_cos(ref, m) > 0.99  # the MatMul weight is int4
+
+
+def test_gather_none_and_block_size_checks():
+    m = embedding_model(opset=17)
+    quantize(m, None, "quantize-weights{format=matmulnbits,gather=none}")
+    assert next(n for n in m.graph if n.op_type == "Gather").input(0).dtype == DType.FLOAT
+    with pytest.raises(EdgecError, match="gather-block-size"):
+        quantize(embedding_model(opset=17), None, "quantize-weights{format=matmulnbits,gather-block-size=48}")
+
+
+def test_scale_search_is_more_accurate():
+    import numpy as np
+
+    base = mlp(opset=17, trans_b=1)
+    feeds = feeds_for(base, 2, seed=5, batch=4)
+    errs = []
+    for search in ("true", "false"):
+        m = copy_model(base)
+        quantize(m, None, f"quantize-weights{{format=matmulnbits,symmetric=true,scale-search={search}}}")
+        errs.append(sum(float(np.mean((run(base, f)[0] - run(m, f)[0]) ** 2)) for f in feeds))
+    assert errs[0] < errs[1], errs

@@ -161,3 +161,31 @@ def test_qdq_helpers_type_values_and_need_opsets():
         require_opset(m, 13, "per-channel")
     from edgec.ir.verifier import verify
     verify(m)
+
+
+@pytest.mark.parametrize("axis,block_size,dtype,sym", [(0, 32, DType.INT4, True), (1, 32, DType.UINT4, False),
+                                                       (0, 0, DType.INT8, True), (None, 0, DType.UINT4, True)])
+def test_search_weight_params_lowers_error(axis, block_size, dtype, sym):
+    rng = np.random.default_rng(3)
+    w = (rng.standard_t(3, (70, 96)) * 0.1).astype(np.float32)  # heavy tails: clipping pays
+    s0, z0 = weight_params(w, axis, dtype, sym, block_size=block_size)
+    s1, z1 = scheme.search_weight_params(w, axis, dtype, sym, block_size=block_size)
+    assert s1.shape == s0.shape and z1.shape == z0.shape and z1.dtype == z0.dtype and s1.dtype == np.float32
+
+    def err(s, z):
+        q = quantize_array(w, s, z, dtype, axis, block_size)
+        return float(np.sum((dequantize_array(q, s, z, axis, block_size) - w) ** 2))
+
+    assert err(s1, z1) <= err(s0, z0)
+    if dtype in (DType.INT4, DType.UINT4):
+        assert err(s1, z1) < 0.99 * err(s0, z0)  # 16 levels: clipping pays
+
+
+def test_search_weight_params_zero_block_and_nan():
+    w = np.zeros((4, 64), np.float32)
+    w[0, :32] = np.linspace(-1, 1, 32)
+    s, z = scheme.search_weight_params(w, 1, DType.INT4, True, block_size=32)
+    assert s.shape == (4, 2) and np.all(s[1:] == 1.0) and s[0, 0] < 1.0
+    w[2, 3] = np.nan
+    with pytest.raises(EdgecError, match="NaN"):
+        scheme.search_weight_params(w, 1, DType.INT4, block_size=32, name="t")
