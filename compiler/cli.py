@@ -292,16 +292,34 @@ def _human(n: int) -> str:
               help="Time limit of the --max-drop search.")
 @click.option("--sensitivity", is_flag=True, help="Rank layers by quantization sensitivity (also done by --max-drop).")
 @click.option("--quant-report", default=None, metavar="PATH.json", help="Write the quantization report as JSON.")
+@click.option("--prune", "prune_sparsity", type=click.FloatRange(0.0, 1.0, max_open=True), default=None, metavar="S",
+              help="Prune after optimizing (before --quantize): fraction S of the weights (N:M modes: ignored).")
+@click.option("--prune-mode", type=click.Choice(["unstructured", "2:4", "4:8", "channel"]), default="unstructured",
+              show_default=True, help="Unstructured or N:M weight sparsity (prune-weights), or whole channels (prune-channels).")
+@click.option("--prune-score", type=click.Choice(["magnitude", "wanda"]), default="magnitude", show_default=True,
+              help="Weight importance: |W|, or Wanda |W|*||X||2 (needs --calibration).")
+@click.option("--prune-reconstruct", is_flag=True,
+              help="Least-squares update of the kept weights to match the dense layer outputs (needs --calibration).")
+@click.option("--prune-storage", type=click.Choice(["dense", "sparse"]), default="dense", show_default=True,
+              help="sparse: store pruned weights as ONNX sparse initializers where smaller than dense.")
+@click.option("--prune-report", default=None, metavar="PATH.json", help="Write the pruning report as JSON.")
 @pipeline_flags
 @click.pass_obj
 def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_contrib_ops: bool,
                 input_shape: Tuple[str, ...], **kw: Any) -> None:
     """Compile an ONNX MODEL: load, pin shapes, optimize (default -O2), verify, save."""
     quant = {k: kw.pop(k) for k in _QUANT_KEYS}
+    prune = {k: kw.pop(k) for k in _PRUNE_KEYS}
+    if prune["prune_sparsity"] is None:
+        extra = [f for k, f in _PRUNE_FLAGS.items() if prune[k] not in (None, False, "unstructured", "magnitude", "dense")]
+        if extra:
+            raise click.UsageError(f"{extra[0]} needs --prune S")
+        prune = {}
     if quant["quant_mode"] is not None:
-        _compile_quantized(state, model_path, output, target, ort_contrib_ops, input_shape, kw, quant)
+        _compile_quantized(state, model_path, output, target, ort_contrib_ops, input_shape, kw, quant, prune)
         return
-    given = [f for k, f in _QUANT_FLAGS.items() if quant[k] not in (None, False, "minmax", 300.0)]
+    shared = ("calibration_spec", "calibration_samples", "eval_spec") if prune else ()
+    given = [f for k, f in _QUANT_FLAGS.items() if k not in shared and quant[k] not in (None, False, "minmax", 300.0)]
     if given:
         raise click.UsageError(f"{given[0]} needs --quantize MODE")
     from .backends.onnx_export import save_model
@@ -317,13 +335,104 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
         pin_input_shapes(model, shapes)
     finish = "lower-onnx{contrib-ops=true}" if ort_contrib_ops else "lower-onnx"
     target_info = {"name": target, "contrib_ops": ort_contrib_ops}
-    pipe = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL, finish=finish,
-                         resources={"target": target_info})
+    if prune:
+        pre = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL, resources={"target": target_info})
+        pruned = _prune(state, model, kw, prune, quant, size_before, target_info, sparse_in_pass=True)
+        _run_pipeline(state, model, kw, default_level=None, finish=finish, flags=False, resources={"target": target_info})
+        pipe = ",".join(t for t in (str(pre), pruned["pipeline"], finish) if t)
+    else:
+        pipe = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL, finish=finish,
+                             resources={"target": target_info})
     verify(model)
     save_model(model, output)
     nodes_after, size_after = _count_nodes(model), _written_size(output)
+    if prune:
+        _prune_finish(pruned, size_after)
     click.echo(f"edgec: {model_path} -> {output}: {nodes_before} -> {nodes_after} nodes, "
                f"{_human(size_before)} -> {_human(size_after)} (pipeline: {pipe or '(none)'})")
+
+
+_PRUNE_FLAGS = {"prune_sparsity": "--prune", "prune_mode": "--prune-mode", "prune_score": "--prune-score",
+                "prune_reconstruct": "--prune-reconstruct", "prune_storage": "--prune-storage",
+                "prune_report": "--prune-report"}
+_PRUNE_KEYS = tuple(_PRUNE_FLAGS)
+
+
+def _prune_pipeline(p: Dict[str, Any], *, sparse_in_pass: bool) -> str:
+    """The pipeline text of the --prune flags (``prune-weights{...}`` or ``prune-channels{...}``)."""
+    from .passmanager.base import format_option_value as fmt
+
+    if p["prune_mode"] == "channel":
+        return f"prune-channels{{sparsity={fmt(float(p['prune_sparsity']))}}}"
+    opts = [f"sparsity={fmt(float(p['prune_sparsity']))}", f"mode={p['prune_mode']}", f"score={p['prune_score']}"]
+    if p["prune_reconstruct"]:
+        opts.append("reconstruct=true")
+    if sparse_in_pass and p["prune_storage"] == "sparse":
+        opts.append("storage=sparse")
+    return "prune-weights{" + ",".join(opts) + "}"
+
+
+def _prune(state: _State, model: Any, kw: Dict[str, Any], p: Dict[str, Any], q: Dict[str, Any], size_before: int,
+           target_info: Dict[str, Any], *, sparse_in_pass: bool) -> Dict[str, Any]:
+    """Run the --prune pass on ``model`` (after the -O preset) and measure it against the dense model.
+
+    Returns what :func:`_prune_finish` needs once the output is written (report, summary inputs).
+    """
+    from .errors import CalibrationError
+    from .prune.report import model_numbers
+    from .quant.accuracy import Evaluator, copy_model
+    from .quant.data import load_calibration
+
+    text = _prune_pipeline(p, sparse_in_pass=sparse_in_pass)
+    name = text.split("{", 1)[0]
+    if name not in state.registry:
+        raise PipelineError(f"--prune-mode {p['prune_mode']} needs pass '{name}', which is not registered")
+    needs = p["prune_score"] == "wanda" or p["prune_reconstruct"]
+    cal = ev = None
+    if q["calibration_spec"] is not None:
+        cal = load_calibration(q["calibration_spec"], model, max_samples=q["calibration_samples"])
+        for w in cal.warnings:
+            click.echo(f"edgec: {'WARNING' if cal.synthetic else 'warning'}: {_one_line(w)}", err=True)
+    elif needs and p["prune_mode"] != "channel":
+        raise CalibrationError("--prune-score wanda and --prune-reconstruct need calibration data: pass --calibration "
+                               "FILE (.npz keyed by input name)")
+    if q["eval_spec"] is not None:
+        ev = load_calibration(q["eval_spec"], model)
+    dense = copy_model(model)
+    before = model_numbers(dense)
+    ctx = PassContext(resources={"target": target_info, **({"calibration": cal} if cal is not None else {})})
+    _run_pipeline(state, model, dict(kw, opt_level=None, passes_text=text, disable_pass=()), default_level=None, ctx=ctx)
+    for w in ctx.warnings:
+        click.echo(f"edgec: warning: {_one_line(w)}", err=True)
+    rep = ctx.reports.get("pruning") or ctx.reports.get("channel-pruning") or {}
+    after = model_numbers(model, layers=rep.get("layers"))
+    accuracy = None
+    data = ev if ev is not None else cal
+    if data is not None:
+        evaluator = Evaluator(dense, data, progress=False)
+        try:
+            accuracy = {"data": q["eval_spec"] or q["calibration_spec"], "dense": evaluator.float_metrics,
+                        "pruned": evaluator.evaluate(model, desc="evaluating pruned")}
+        finally:
+            evaluator.close()
+    before["file_bytes"] = size_before
+    options = {"sparsity": p["prune_sparsity"], "mode": p["prune_mode"], "score": p["prune_score"],
+               "reconstruct": p["prune_reconstruct"], "storage": p["prune_storage"],
+               "calibration": q["calibration_spec"], "eval": q["eval_spec"]}
+    return {"pipeline": text, "pruning": rep, "before": before, "after": after, "accuracy": accuracy,
+            "options": options, "warnings": list(ctx.warnings), "report_path": p["prune_report"]}
+
+
+def _prune_finish(pr: Dict[str, Any], size_after: int) -> None:
+    """Print the pruning summary and write the report (the output file is written)."""
+    from .prune.report import build_report, format_summary, write_report
+
+    pr["after"]["file_bytes"] = size_after
+    report = build_report(pr["pruning"], before=pr["before"], after=pr["after"], accuracy=pr["accuracy"],
+                          options=pr["options"], pipeline=pr["pipeline"], warnings=pr["warnings"])
+    click.echo(format_summary(report), err=True)
+    if pr["report_path"]:
+        write_report(pr["report_path"], report)
 
 
 _QUANT_FLAGS = {"quant_mode": "--quantize", "calibration_spec": "--calibration", "calibration_method": "--calibration-method",
@@ -336,7 +445,8 @@ _QUANT_CLEANUP = "repeat{max-iters=4}(cse,dce)"
 
 
 def _compile_quantized(state: _State, model_path: str, output: str, target: str, ort_contrib_ops: bool,
-                       input_shape: Tuple[str, ...], kw: Dict[str, Any], q: Dict[str, Any]) -> None:
+                       input_shape: Tuple[str, ...], kw: Dict[str, Any], q: Dict[str, Any],
+                       prune: Optional[Dict[str, Any]] = None) -> None:
     """`compile --quantize`: -O preset (or --passes), quantization (with the --max-drop search), clean-up, lowering."""
     from .backends.onnx_export import save_model
     from .errors import CalibrationError
@@ -365,6 +475,7 @@ def _compile_quantized(state: _State, model_path: str, output: str, target: str,
         pin_input_shapes(model, shapes)
     target_info = {"name": target, "contrib_ops": ort_contrib_ops}
     pre = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL, resources={"target": target_info})
+    pruned = _prune(state, model, kw, prune, q, size_before, target_info, sparse_in_pass=False) if prune else None
     shown: List[str] = []
 
     def warn(text: str, loud: bool = False) -> None:
@@ -406,10 +517,16 @@ def _compile_quantized(state: _State, model_path: str, output: str, target: str,
         warn(w)
     finish = _QUANT_CLEANUP + "," + ("lower-onnx{contrib-ops=true}" if ort_contrib_ops else "lower-onnx")
     _run_pipeline(state, model, kw, default_level=None, finish=finish, flags=False, resources={"target": target_info})
+    if pruned is not None and prune["prune_storage"] == "sparse":
+        from .prune.sparse_storage import sparsify_initializers
+
+        sparsify_initializers(model)  # after quantizing: only where the sparse form is smaller
     verify(model)
     save_model(model, output)
     nodes_after, size_after = _count_nodes(model), _written_size(output)
-    pipeline_text = ",".join(t for t in (str(pre), result.pipeline, finish) if t)
+    if pruned is not None:
+        _prune_finish(pruned, size_after)
+    pipeline_text = ",".join(t for t in (str(pre), pruned["pipeline"] if pruned else "", result.pipeline, finish) if t)
     options = {"quantize": mode, "calibration": q["calibration_spec"], "calibration_method": q["calibration_method"],
                "calibration_samples": q["calibration_samples"], "per_channel": not q["per_tensor"],
                "equalize": q["equalize"], "bias_correction": q["bias_correction"], "max_drop": q["max_drop"],

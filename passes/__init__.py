@@ -32,3 +32,13 @@ __all__ += ["quantize", "quantize_dynamic", "quantize_weights"]
 from . import correct_bias, equalize_layers  # noqa: E402
 
 __all__ += ["correct_bias", "equalize_layers"]
+
+# structured pruning (channel groups)
+from . import prune_channels  # noqa: E402
+
+__all__ += ["prune_channels"]
+
+# weight sparsity (unstructured and N:M pruning)
+from . import prune_weights  # noqa: E402
+
+__all__ += ["prune_weights"]

@@ -1,0 +1,623 @@
+"""Channel dependency analysis (DepGraph-style) for structured pruning.
+
+A *channel group* is a set of channels that must be removed together: channel ``c`` of a group
+appears at one index of every member ``(constant tensor, axis)``; removing it means slicing it out of
+all of them. Groups start at producers (the output channels of Conv / ConvTranspose / Gemm /
+MatMul with constant weights) and follow each activation's channel axis through the graph:
+
+- channel-wise ops pass the layout through (Relu, Clip, Sigmoid, pools, BatchNormalization /
+  InstanceNormalization whose parameters become members, Add/Mul/... with per-channel constants);
+- depthwise convs (``group == C_in == C_out``) couple input channel ``c`` with output channel ``c``;
+- elementwise ops on two activations (residual Add) merge the groups of both branches;
+- Concat on the channel axis concatenates layouts (channel ``c`` of input ``k`` sits at
+  ``off_k + c``); Split / Slice on the channel axis cut them (their sizes are fixed up on pruning);
+- Flatten whose first flattened axis is the channel axis maps channel ``c`` to a block of
+  ``prod(trailing dims)`` positions; Transpose moves the channel axis;
+- consumers (Conv / ConvTranspose / Gemm / MatMul) make their weight's input axis a member.
+
+Anything not understood (unknown ops, Reshape, Shape, grouped convs, graph outputs, values used in
+subgraphs, partial overlaps) freezes every group it touches: such a group is reported with
+``prunable=False`` and its reasons. Nothing is guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..ir.core import Model, Node, Value
+from ..ir.shapes import infer_shapes
+from ..rewrite import constant_value
+
+__all__ = ["Segment", "Layout", "Member", "ChannelGroup", "DependencyGraph", "channel_groups", "analyze"]
+
+#: ops that act on each channel independently and keep its position (input 0 -> output 0).
+CHANNELWISE_UNARY = frozenset({
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu", "Softplus",
+    "Softsign", "Identity", "Neg", "Abs", "Exp", "Log", "Sqrt", "Erf", "Gelu", "Mish", "Floor", "Ceil",
+    "Round", "Reciprocal", "Sign", "ThresholdedRelu", "Cast", "Dropout", "Clip",
+})
+#: pooling-like ops: per channel, spatial axes only (channel axis must be 1).
+SPATIAL = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"})
+#: elementwise binary ops (numpy broadcasting).
+BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "PRelu", "Pow"})
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Channels ``[start, stop)`` of group ``group``, placed consecutively along a tensor axis."""
+
+    group: int
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What sits along a tensor's channel ``axis``: segments in order, each channel repeated as a
+    contiguous block of ``block`` positions (``block > 1`` after Flatten)."""
+
+    axis: int
+    segments: Tuple[Segment, ...]
+    block: int = 1
+
+    @property
+    def channels(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def with_axis(self, axis: int) -> "Layout":
+        return Layout(axis, self.segments, self.block)
+
+    def slice(self, start: int, stop: int) -> Tuple[Segment, ...]:
+        """The segments covering channel positions ``[start, stop)`` (block must be 1)."""
+        out, pos = [], 0
+        for s in self.segments:
+            lo, hi = max(start, pos), min(stop, pos + s.size)
+            if lo < hi:
+                out.append(Segment(s.group, s.start + lo - pos, s.start + hi - pos))
+            pos += s.size
+        return tuple(out)
+
+
+@dataclass
+class Member:
+    """One constant operand coupled to channels: input ``index`` of ``node``, along ``axis``,
+    laid out as ``layout`` (its segments may span several groups). ``role``: ``out`` (a producer's
+    output channels), ``in`` (a consumer's input channels) or ``param`` (per-channel parameters)."""
+
+    node: Node
+    index: int
+    axis: int
+    layout: Layout
+    role: str
+
+    @property
+    def value(self) -> Value:
+        return self.node.inputs[self.index]  # type: ignore[return-value]
+
+    def describe(self) -> str:
+        v = self.value
+        return f"{v.name if v is not None else '?'}[axis {self.axis}] ({self.node.op_type} {self.node.name}, {self.role})"
+
+
+@dataclass
+class ChannelGroup:
+    """A set of coupled channels: ``size`` channels, the members holding them, and whether it may be pruned."""
+
+    id: int
+    size: int
+    members: List[Member] = field(default_factory=list)
+    prunable: bool = True
+    reasons: List[str] = field(default_factory=list)
+    #: the nodes producing these channels (Conv/Gemm/MatMul outputs merged into the group).
+    producers: List[Node] = field(default_factory=list)
+
+    @property
+    def tensors(self) -> List[Tuple[str, int]]:
+        """``(tensor name, axis)`` of every member."""
+        return [(m.value.name, m.axis) for m in self.members]
+
+    def __repr__(self) -> str:
+        state = "prunable" if self.prunable else "frozen: " + "; ".join(self.reasons[:2])
+        return f"ChannelGroup(#{self.id}, {self.size} channels, {len(self.members)} members, {state})"
+
+
+@dataclass
+class Fixup:
+    """An operand or attribute to rewrite after pruning: Split sizes, Slice bounds, depthwise ``group``."""
+
+    node: Node
+    kind: str  # "split" | "slice" | "group" (depthwise conv: group = channels)
+    layout: Layout  # of the node's input
+    ranges: List[Tuple[int, int]]  # output k covers channel positions ranges[k] of the input
+
+
+@dataclass
+class MacNode:
+    """A MAC op and the layouts its cost scales with (output channels, input channels)."""
+
+    node: Node
+    out_layout: Optional[Layout]
+    in_layout: Optional[Layout]
+
+
+class DependencyGraph:
+    """The result of :func:`analyze`: groups (after merging), members, fix-ups and MAC nodes."""
+
+    def __init__(self) -> None:
+        self._parent: List[int] = []
+        self._size: List[int] = []
+        self._frozen: Dict[int, List[str]] = {}
+        self._producers: Dict[int, List[Node]] = {}
+        self.members: List[Member] = []
+        self.fixups: List[Fixup] = []
+        self.mac_nodes: List[MacNode] = []
+        self.layouts: Dict[Value, Layout] = {}
+
+    # --- union-find ------------------------------------------------------------------------------
+    def new_group(self, size: int, producer: Optional[Node] = None) -> int:
+        gid = len(self._parent)
+        self._parent.append(gid)
+        self._size.append(size)
+        self._producers[gid] = [producer] if producer is not None else []
+        return gid
+
+    def find(self, g: int) -> int:
+        while self._parent[g] != g:
+            self._parent[g] = self._parent[self._parent[g]]
+            g = self._parent[g]
+        return g
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        self._parent[rb] = ra
+        self._frozen.setdefault(ra, []).extend(self._frozen.pop(rb, []))
+        self._producers[ra].extend(self._producers.pop(rb, []))
+        if not self._frozen.get(ra):
+            self._frozen.pop(ra, None)
+
+    def freeze(self, layout: Optional[Layout], reason: str) -> None:
+        if layout is None:
+            return
+        for s in layout.segments:
+            self._frozen.setdefault(self.find(s.group), []).append(reason)
+
+    def canonical(self, layout: Layout) -> Layout:
+        """The layout with group ids replaced by their union-find roots."""
+        return Layout(layout.axis, tuple(Segment(self.find(s.group), s.start, s.stop) for s in layout.segments), layout.block)
+
+    # --- results ---------------------------------------------------------------------------------
+    def groups(self) -> List[ChannelGroup]:
+        roots: Dict[int, ChannelGroup] = {}
+        for g in range(len(self._parent)):
+            r = self.find(g)
+            if r not in roots:
+                reasons = list(dict.fromkeys(self._frozen.get(r, [])))
+                roots[r] = ChannelGroup(r, self._size[r], [], not reasons, reasons, list(self._producers.get(r, [])))
+        for m in self.members:
+            for gid in dict.fromkeys(self.find(s.group) for s in m.layout.segments):
+                roots[gid].members.append(m)
+        return list(roots.values())
+
+
+def _rank(v: Optional[Value]) -> Optional[int]:
+    if v is None or v.shape is None or v.shape.dims is None:
+        return None
+    return len(v.shape.dims)
+
+
+def _dims(v: Optional[Value]) -> Optional[Tuple]:
+    if v is None or v.shape is None or v.shape.dims is None:
+        return None
+    return tuple(v.shape.dims)
+
+
+def _is_const(v: Optional[Value]) -> bool:
+    return constant_value(v) is not None
+
+
+def analyze(model: Model) -> DependencyGraph:
+    """Build the dependency graph of the main graph of ``model`` (types are inferred first)."""
+    try:
+        infer_shapes(model)
+    except Exception:  # noqa: BLE001 - missing types only freeze more groups
+        pass
+    dg = DependencyGraph()
+    g = model.graph
+    opset = model.opset() or 21
+    L = dg.layouts
+
+    def lay(v: Optional[Value]) -> Optional[Layout]:
+        return L.get(v) if v is not None else None
+
+    def freeze_inputs(node: Node, reason: str) -> None:
+        for v in node.inputs:
+            dg.freeze(lay(v), f"{reason} ({node.op_type} {node.name})")
+
+    def member(node: Node, index: int, axis: int, layout: Layout, role: str) -> None:
+        dg.members.append(Member(node, index, axis, layout, role))
+
+    def merge(a: Layout, b: Layout, node: Node) -> bool:
+        """Couple two layouts position by position; False (and both frozen) when they do not align."""
+        a, b = dg.canonical(a), dg.canonical(b)
+        if a.block != b.block or len(a.segments) != len(b.segments) or a.channels != b.channels:
+            dg.freeze(a, f"misaligned channels at {node.op_type} {node.name}")
+            dg.freeze(b, f"misaligned channels at {node.op_type} {node.name}")
+            return False
+        ok = True
+        for sa, sb in zip(a.segments, b.segments):
+            if sa == sb:
+                continue
+            full_a = sa.start == 0 and sa.stop == dg._size[sa.group]
+            full_b = sb.start == 0 and sb.stop == dg._size[sb.group]
+            if full_a and full_b and sa.size == sb.size:
+                dg.union(sa.group, sb.group)
+            else:
+                ok = False
+        if not ok:
+            dg.freeze(a, f"partial channel overlap at {node.op_type} {node.name}")
+            dg.freeze(b, f"partial channel overlap at {node.op_type} {node.name}")
+        return ok
+
+    def new_out(node: Node, size: int, axis: int, frozen: Optional[str] = None) -> Layout:
+        gid = dg.new_group(size, node)
+        layout = Layout(axis, (Segment(gid, 0, size),))
+        if frozen:
+            dg.freeze(layout, frozen)
+        return layout
+
+    for node in g:
+        ins = [lay(v) for v in node.inputs]
+        op = node.op_type
+        out0 = node.output(0)
+        if node.domain != "":
+            if any(ins):
+                freeze_inputs(node, "unknown op")
+            continue
+        if node.subgraphs():
+            freeze_inputs(node, "op with subgraphs")
+            continue
+        try:
+            _visit(node, op, ins, out0, dg, lay, member, merge, new_out, freeze_inputs, opset)
+        except _Unknown as e:
+            freeze_inputs(node, str(e) or "unsupported use")
+            for o in node.outputs:
+                if o is not None:
+                    L.pop(o, None)
+        # extra outputs (BN stats, MaxPool indices, Dropout mask) must be unused
+        if any(o is not None and o.has_uses() for o in node.outputs[1:]) and op not in ("Split",):
+            freeze_inputs(node, "extra outputs in use")
+            for o in node.outputs:
+                dg.freeze(lay(o), f"extra outputs in use ({op} {node.name})")
+
+    # interface and subgraph uses
+    for v in g.outputs:
+        dg.freeze(lay(v), f"graph output {v.name}")
+    for v, layout in list(L.items()):
+        for user, _ in v.uses():
+            if user.graph is not g:
+                dg.freeze(layout, f"used in a subgraph ({user.op_type} {user.name})")
+    return dg
+
+
+class _Unknown(Exception):
+    """The op's use of a channel axis is not understood."""
+
+
+def _visit(node, op, ins, out0, dg, lay, member, merge, new_out, freeze_inputs, opset) -> None:  # noqa: C901
+    L = dg.layouts
+    x = ins[0] if ins else None
+
+    if op in ("Conv", "ConvTranspose"):
+        w = constant_value(node.input(1))
+        if w is None or w.ndim < 3:
+            raise _Unknown("non-constant weight")
+        if node.input(2) is not None and not _is_const(node.input(2)):
+            raise _Unknown("non-constant bias")
+        if x is not None and x.axis != 1:
+            raise _Unknown("channel axis is not 1")
+        if any(i is not None for i in ins[1:]):
+            raise _Unknown("weights depend on activations")
+        group = int(node.attr("group", 1))
+        c_in = w.shape[0] if op == "ConvTranspose" else w.shape[1] * group
+        c_out = w.shape[1] * group if op == "ConvTranspose" else w.shape[0]
+        in_ax, out_ax = (0, 1) if op == "ConvTranspose" else (1, 0)
+        if group == 1:
+            if x is not None:
+                member(node, 1, in_ax, x.with_axis(in_ax), "in")
+            out = new_out(node, c_out, 1)
+            member(node, 1, out_ax, out.with_axis(out_ax), "out")
+            if node.input(2) is not None:
+                member(node, 2, 0, out.with_axis(0), "out")
+            dg.mac_nodes.append(MacNode(node, out, x))
+            L[out0] = out
+        elif op == "Conv" and group == c_in == c_out:
+            # depthwise: channel c in -> channel c out
+            if x is None:
+                out = new_out(node, c_out, 1, f"depthwise conv on an untracked input ({node.name})")
+            else:
+                out = x
+            member(node, 1, 0, out.with_axis(0), "param")
+            if node.input(2) is not None:
+                member(node, 2, 0, out.with_axis(0), "param")
+            dg.fixups.append(Fixup(node, "group", out, [(0, c_out)]))
+            dg.mac_nodes.append(MacNode(node, out, None))
+            L[out0] = out
+        else:
+            dg.freeze(x, f"grouped conv {node.name} (group={group})")
+            L[out0] = new_out(node, c_out, 1, f"grouped conv {node.name} (group={group})")
+        return
+
+    if op == "Gemm":
+        b = constant_value(node.input(1))
+        if b is None or b.ndim != 2 or int(node.attr("transA", 0)) or any(i is not None for i in ins[1:]):
+            raise _Unknown("Gemm form")
+        tb = int(node.attr("transB", 0))
+        k_ax, n_ax = (1, 0) if tb else (0, 1)
+        if x is not None:
+            if x.axis != 1:
+                raise _Unknown("channel axis is not K")
+            member(node, 1, k_ax, x.with_axis(k_ax), "in")
+        out = new_out(node, b.shape[n_ax], 1)
+        member(node, 1, n_ax, out.with_axis(n_ax), "out")
+        c = constant_value(node.input(2)) if node.input(2) is not None else None
+        if node.input(2) is not None:
+            if c is None:
+                raise _Unknown("non-constant Gemm bias")
+            if c.ndim >= 1 and c.shape[-1] == b.shape[n_ax] and b.shape[n_ax] != 1:
+                member(node, 2, c.ndim - 1, out.with_axis(c.ndim - 1), "out")
+            elif c.ndim >= 1 and c.shape[-1] != 1:
+                raise _Unknown("Gemm bias shape")
+        dg.mac_nodes.append(MacNode(node, out, x))
+        L[out0] = out
+        return
+
+    if op == "MatMul":
+        b = constant_value(node.input(1))
+        r = _rank(node.input(0))
+        if b is None or b.ndim != 2 or r is None or ins[1] is not None:
+            raise _Unknown("MatMul without a constant 2-D weight")
+        if x is not None:
+            if x.axis != r - 1:
+                raise _Unknown("channel axis is not K")
+            member(node, 1, 0, x.with_axis(0), "in")
+        out = new_out(node, b.shape[1], r - 1)
+        member(node, 1, 1, out.with_axis(1), "out")
+        dg.mac_nodes.append(MacNode(node, out, x))
+        L[out0] = out
+        return
+
+    # from here on, only ops that see a tracked layout matter
+    if not any(i is not None for i in ins):
+        return
+
+    if op in CHANNELWISE_UNARY:
+        if any(i is not None for i in ins[1:]):
+            raise _Unknown("layout in a secondary input")
+        for v in node.inputs[1:]:
+            if v is not None:
+                a = constant_value(v)
+                if a is None or a.size != 1:
+                    raise _Unknown("non-scalar parameter")
+        L[out0] = x
+        return
+
+    if op in SPATIAL:
+        if x is None or x.axis != 1:
+            raise _Unknown("channel axis is not 1")
+        L[out0] = x
+        return
+
+    if op in ("BatchNormalization", "InstanceNormalization"):
+        if x is None or x.axis != 1 or any(i is not None for i in ins[1:]):
+            raise _Unknown("normalization form")
+        if op == "BatchNormalization" and int(node.attr("training_mode", 0)):
+            raise _Unknown("training-mode BatchNormalization")
+        n_params = 4 if op == "BatchNormalization" else 2
+        for i in range(1, 1 + n_params):
+            a = constant_value(node.input(i))
+            if a is None or a.ndim != 1 or a.shape[0] != x.channels:
+                raise _Unknown("non-constant normalization parameters")
+            member(node, i, 0, x.with_axis(0), "param")
+        L[out0] = x
+        return
+
+    if op in BINARY:
+        r_out = _rank(out0)
+        if r_out is None:
+            raise _Unknown("unknown rank")
+        tracked = [(i, l) for i, l in enumerate(ins) if l is not None]
+        rel = {tracked[0][1].axis - _rank(node.input(tracked[0][0]))}  # type: ignore[operator]
+        for i, l in tracked:
+            ri = _rank(node.input(i))
+            if ri is None:
+                raise _Unknown("unknown rank")
+            rel.add(l.axis - ri)
+        if len(rel) != 1:
+            raise _Unknown("channel axes do not line up")
+        neg = rel.pop()  # channel axis counted from the end
+        base = tracked[0][1]
+        for _, l in tracked[1:]:
+            if not merge(base, l, node):
+                raise _Unknown("branches do not align")
+        for i, v in enumerate(node.inputs):
+            if ins[i] is not None or v is None:
+                continue
+            a = constant_value(v)
+            d = a.shape if a is not None else _dims(v)
+            if d is None:
+                raise _Unknown("untracked operand of unknown shape")
+            if len(d) < -neg or d[len(d) + neg] == 1:
+                continue  # broadcasts along the channel axis
+            if a is None or d[len(d) + neg] != base.channels or base.block != 1:
+                raise _Unknown("untracked per-channel operand")
+            member(node, i, len(d) + neg, base.with_axis(len(d) + neg), "param")
+        L[out0] = dg.canonical(base).with_axis(r_out + neg)
+        return
+
+    if op == "Concat":
+        r = _rank(out0)
+        axis = int(node.attr("axis", 0))
+        if r is None:
+            raise _Unknown("unknown rank")
+        axis %= r
+        if any(i is None for i in ins):
+            raise _Unknown("Concat of tracked and untracked channels")
+        if ins[0].axis != axis:
+            if all(l.axis == ins[0].axis for l in ins):
+                for l in ins[1:]:
+                    if not merge(ins[0], l, node):
+                        raise _Unknown("concat along another axis")
+                L[out0] = dg.canonical(ins[0])
+                return
+            raise _Unknown("concat axes differ")
+        if any(l.axis != axis or l.block != 1 for l in ins):
+            raise _Unknown("concat layouts")
+        L[out0] = Layout(axis, tuple(s for l in ins for s in l.segments))
+        return
+
+    if op in ("Split", "Slice"):
+        r = _rank(node.input(0))
+        if x is None or r is None or any(i is not None for i in ins[1:]):
+            raise _Unknown("split form")
+        if op == "Split":
+            axis = int(node.attr("axis", 0)) % r
+            if axis != x.axis:
+                for o in node.outputs:
+                    if o is not None:
+                        L[o] = x
+                return
+            if x.block != 1:
+                raise _Unknown("split of flattened channels")
+            sizes = node.attr("split")
+            if node.input(1) is not None:
+                a = constant_value(node.input(1))
+                if a is None:
+                    raise _Unknown("non-constant split sizes")
+                sizes = [int(s) for s in a.reshape(-1)]
+            n_out = len(node.outputs)
+            if sizes is None:
+                if node.attr("num_outputs") is not None or x.channels % n_out:
+                    raise _Unknown("uneven split")
+                sizes = [x.channels // n_out] * n_out
+            ranges, pos = [], 0
+            for s in sizes:
+                ranges.append((pos, pos + int(s)))
+                pos += int(s)
+            for o, (lo, hi) in zip(node.outputs, ranges):
+                if o is not None:
+                    L[o] = Layout(x.axis, x.slice(lo, hi))
+            dg.fixups.append(Fixup(node, "split", x, ranges))
+            return
+        starts, ends = constant_value(node.input(1)), constant_value(node.input(2))
+        axes = constant_value(node.input(3)) if node.input(3) is not None else None
+        steps = constant_value(node.input(4)) if node.input(4) is not None else None
+        if starts is None or ends is None or (node.input(3) is not None and axes is None) or (node.input(4) is not None and steps is None):
+            raise _Unknown("non-constant slice")
+        axes_l = [int(a) % r for a in (axes if axes is not None else range(len(starts)))]
+        if x.axis not in axes_l:
+            L[out0] = x
+            return
+        k = axes_l.index(x.axis)
+        if steps is not None and int(steps.reshape(-1)[k]) != 1:
+            raise _Unknown("strided slice on channels")
+        if x.block != 1:
+            raise _Unknown("slice of flattened channels")
+        c = x.channels
+        lo, hi, _ = slice(int(starts.reshape(-1)[k]), int(ends.reshape(-1)[k])).indices(c)
+        if hi <= lo:
+            raise _Unknown("empty slice")
+        L[out0] = Layout(x.axis, x.slice(lo, hi))
+        dg.fixups.append(Fixup(node, "slice", x, [(lo, hi)]))
+        return
+
+    if op == "Flatten":
+        d = _dims(node.input(0))
+        if x is None or d is None:
+            raise _Unknown("unknown rank")
+        axis = int(node.attr("axis", 1)) % len(d) if d else 0
+        if x.axis == axis:
+            trailing = d[axis + 1:]
+            if not all(isinstance(t, int) for t in trailing):
+                raise _Unknown("symbolic spatial size")
+            L[out0] = Layout(1, x.segments, x.block * int(np.prod(trailing, dtype=np.int64)))
+            return
+        if x.axis < axis and all(t == 1 for i, t in enumerate(d[:axis]) if i != x.axis):
+            L[out0] = Layout(0, x.segments, x.block)
+            return
+        raise _Unknown("flatten mixes channels")
+
+    if op == "Transpose":
+        perm = node.attr("perm")
+        r = _rank(node.input(0))
+        if x is None or r is None:
+            raise _Unknown("unknown rank")
+        perm = list(perm) if perm is not None else list(reversed(range(r)))
+        if x.block != 1:
+            raise _Unknown("transpose of flattened channels")
+        L[out0] = x.with_axis(perm.index(x.axis))
+        return
+
+    if op in ("Pad",):
+        if x is None or any(i is not None for i in ins[1:]):
+            raise _Unknown("pad form")
+        pads = constant_value(node.input(1)) if node.input(1) is not None else node.attr("pads")
+        r = _rank(node.input(0))
+        if pads is None or r is None:
+            raise _Unknown("non-constant pads")
+        pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+        axes = constant_value(node.input(3)) if node.input(3) is not None else None
+        axes_l = [int(a) % r for a in axes] if axes is not None else list(range(r))
+        if x.axis in axes_l:
+            k = axes_l.index(x.axis)
+            if pads[k] or pads[k + len(axes_l)]:
+                raise _Unknown("pads on the channel axis")
+        L[out0] = x
+        return
+
+    if op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "ReduceL1"):
+        r = _rank(node.input(0))
+        axes = node.attr("axes")
+        if node.input(1) is not None:
+            a = constant_value(node.input(1))
+            if a is None:
+                raise _Unknown("non-constant axes")
+            axes = list(a.reshape(-1))
+        if x is None or r is None or not axes or not int(node.attr("keepdims", 1)):
+            raise _Unknown("reduction form")
+        if x.axis in [int(a) % r for a in axes]:
+            raise _Unknown("reduction over channels")
+        L[out0] = x
+        return
+
+    raise _Unknown("unknown op")
+
+
+def channel_groups(model: Model) -> List[ChannelGroup]:
+    """The channel groups of ``model``'s main graph, prunable or not (with reasons)."""
+    return analyze(model).groups()
+
+
+def layout_indices(layout: Layout, keep: Dict[int, np.ndarray], find) -> np.ndarray:
+    """Positions along a member's axis that survive when group ``g`` keeps channels ``keep[g]``."""
+    out, pos = [], 0
+    for s in layout.segments:
+        k = keep.get(find(s.group))
+        if k is None:
+            sel = np.arange(s.start, s.stop)
+        else:
+            sel = k[(k >= s.start) & (k < s.stop)]
+        out.append(sel - s.start + pos)
+        pos += s.size
+    idx = np.concatenate(out) if out else np.zeros(0, np.int64)
+    if layout.block > 1:
+        idx = (idx[:, None] * layout.block + np.arange(layout.block)[None, :]).reshape(-1)
+    return idx.astype(np.int64)
