@@ -18,6 +18,7 @@ import click
 
 from . import __version__
 from .fsutil import write_text_atomic
+from .units import human_bytes
 from .errors import EdgecError, ModelLoadError, PipelineError
 from .passmanager import (
     DEFAULT_OPT_LEVEL, PassContext, PassManager, PassManagerOptions, PassRegistry, Pipeline, parse_pipeline,
@@ -250,14 +251,6 @@ def _written_size(path: str) -> int:
     return sum(os.path.getsize(p) for p in (path, path + ".data") if os.path.isfile(p))
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
 
 # --- commands -----------------------------------------------------------------------------------
 
@@ -349,7 +342,7 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
     if prune:
         _prune_finish(pruned, size_after)
     click.echo(f"edgec: {model_path} -> {output}: {nodes_before} -> {nodes_after} nodes, "
-               f"{_human(size_before)} -> {_human(size_after)} (pipeline: {pipe or '(none)'})")
+               f"{human_bytes(size_before)} -> {human_bytes(size_after)} (pipeline: {pipe or '(none)'})")
 
 
 _PRUNE_FLAGS = {"prune_sparsity": "--prune", "prune_mode": "--prune-mode", "prune_score": "--prune-score",
@@ -540,7 +533,7 @@ def _compile_quantized(state: _State, model_path: str, output: str, target: str,
     if q["quant_report"]:
         write_report(q["quant_report"], report)
     click.echo(f"edgec: {model_path} -> {output}: {nodes_before} -> {nodes_after} nodes, "
-               f"{_human(size_before)} -> {_human(size_after)} (pipeline: {pipeline_text or '(none)'})")
+               f"{human_bytes(size_before)} -> {human_bytes(size_after)} (pipeline: {pipeline_text or '(none)'})")
 
 
 @cli.command("opt")

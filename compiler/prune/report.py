@@ -20,6 +20,7 @@ import math
 from typing import Any, Dict, List, Optional
 
 from ..fsutil import write_text_atomic
+from ..units import human_bytes
 
 __all__ = ["totals", "build_report", "write_report", "format_summary", "model_numbers"]
 
@@ -118,16 +119,6 @@ def write_report(path: str, report: Dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(report, indent=2) + "\n")
 
 
-def _bytes(n: Any) -> str:
-    if not isinstance(n, (int, float)):
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
 
 def _count(n: Any) -> str:
     if not isinstance(n, (int, float)):
@@ -151,10 +142,10 @@ def format_summary(report: Dict[str, Any]) -> str:
             ("nonzero parameters", _count(b["nonzeros"]), _count(a["nonzeros"])),
             ("MACs (dense count, batch 1)", _count(b["macs"]), _count(a["macs"])),
             ("MACs (nonzero weights only)", _count(b["macs"]), _count(a.get("macs_nonzero", a["macs"])))]
-    rows.append(("pruned weights: dense / ONNX-sparse / packed", _bytes(t.get("dense_bytes")),
-                 f"{_bytes(t.get('sparse_bytes'))} / {_bytes(t.get('packed_bytes'))}"))
+    rows.append(("pruned weights: dense / ONNX-sparse / packed", human_bytes(t.get("dense_bytes")),
+                 f"{human_bytes(t.get('sparse_bytes'))} / {human_bytes(t.get('packed_bytes'))}"))
     if "file_bytes" in b and "file_bytes" in a:
-        rows.append(("output file size", _bytes(b["file_bytes"]), _bytes(a["file_bytes"])))
+        rows.append(("output file size", human_bytes(b["file_bytes"]), human_bytes(a["file_bytes"])))
     acc = report.get("accuracy")
     if acc:
         d, q = acc.get("dense") or {}, acc.get("pruned") or {}

@@ -26,6 +26,7 @@ import math
 from typing import Any, Dict, List, Optional
 
 from ..fsutil import write_text_atomic
+from ..units import human_bytes
 
 __all__ = ["build_report", "format_summary", "write_report", "FORMAT", "VERSION"]
 
@@ -114,16 +115,6 @@ def _f(x: Any, spec: str = ".4f") -> str:
     return format(x, spec)
 
 
-def _bytes(n: Any) -> str:
-    if not isinstance(n, (int, float)):
-        return "-"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
 
 def format_summary(report: Dict[str, Any], *, top: int = 5) -> str:
     """A few lines for stderr: accuracy float vs quantized, sizes, most sensitive layers, search outcome."""
@@ -140,11 +131,11 @@ def format_summary(report: Dict[str, Any], *, top: int = 5) -> str:
         rows.append(("max abs error", "0", _f(q.get("max_abs_error"), ".4g")))
         size = report.get("size") or {}
         if "weight_bytes_float" in size:
-            rows.append(("weight bytes", _bytes(size["weight_bytes_float"]),
-                         f"{_bytes(size['weight_bytes_quantized'])} ({_f(size.get('weight_ratio'), '.1%')})"))
+            rows.append(("weight bytes", human_bytes(size["weight_bytes_float"]),
+                         f"{human_bytes(size['weight_bytes_quantized'])} ({_f(size.get('weight_ratio'), '.1%')})"))
         if "file_bytes_float" in size:
-            rows.append(("file size", _bytes(size["file_bytes_float"]),
-                         f"{_bytes(size['file_bytes_quantized'])} ({_f(size.get('file_ratio'), '.1%')})"))
+            rows.append(("file size", human_bytes(size["file_bytes_float"]),
+                         f"{human_bytes(size['file_bytes_quantized'])} ({_f(size.get('file_ratio'), '.1%')})"))
         w0 = max(len(r[0]) for r in rows)
         w1 = max(len("float"), *(len(r[1]) for r in rows))
         lines.append(f"  {'':<{w0}}  {'float':>{w1}}  quantized")
@@ -152,8 +143,8 @@ def format_summary(report: Dict[str, Any], *, top: int = 5) -> str:
     else:
         size = report.get("size") or {}
         if "file_bytes_float" in size:
-            lines.append(f"quantization ({report['mode']}): file {_bytes(size['file_bytes_float'])} -> "
-                         f"{_bytes(size['file_bytes_quantized'])} ({_f(size.get('file_ratio'), '.1%')}); "
+            lines.append(f"quantization ({report['mode']}): file {human_bytes(size['file_bytes_float'])} -> "
+                         f"{human_bytes(size['file_bytes_quantized'])} ({_f(size.get('file_ratio'), '.1%')}); "
                          f"no evaluation data (pass --eval or --calibration for accuracy)")
     sens = report.get("sensitivity")
     if sens and sens.get("ranking"):
