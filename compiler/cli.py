@@ -264,8 +264,9 @@ def _written_size(path: str) -> int:
 @click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224",
               help="Pin the shape of a graph input (repeatable).")
 @click.option("--quantize", "quant_mode", type=click.Choice(["int8", "uint8", "dynamic", "int8-weights", "int4-weights"]),
-              default=None, help="Quantize after optimizing: static int8/uint8 activations (needs --calibration), "
-                                 "dynamic, or weight-only int8/int4.")
+              default=None, help="Quantize after optimizing: static with int8 weights (needs --calibration; "
+                                 "'int8' picks the activation type the target runs best: uint8 for onnxruntime; "
+                                 "'uint8' asks for it), dynamic, or weight-only int8/int4.")
 @click.option("--calibration", "calibration_spec", default=None, metavar="SPEC",
               help="Calibration data: FILE.npz/.npy, a folder, module:function, or synthetic[:N].")
 @click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]),

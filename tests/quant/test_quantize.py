@@ -234,7 +234,8 @@ def test_transformer_block_matmuls_and_softmax_float():
     ref = copy_model(m)
     quantize(m, Batches(feeds_for(m, 16)), QUANT_U8)
     sm = next(n for n in m.graph if n.op_type == "Softmax")
-    assert sm.input(0).producer.op_type == "DequantizeLinear"  # float op reads a DQ output
+    # the scores MatMul's output feeds only float ops (Mul, Softmax): it is not requantized
+    assert sm.input(0).producer.op_type == "Mul"
     assert sm.output(0).consumers()[0].op_type == "QuantizeLinear"  # and feeds a quantized MatMul
     check_close(ref, m, feeds_for(ref, 3, seed=1), min_cos=0.98)
     fused = fused_ops(m)
@@ -379,3 +380,151 @@ def test_zoo_models_top1_agreement_and_size(name, max_ratio):
     assert totals["model_bytes_after"] <= max_ratio * totals["model_bytes_before"], totals
     fused = Counter(fused_ops(m))
     assert fused["QLinearConv"] >= 15 and fused["Conv"] == 0, fused
+
+
+# --- transformer rules: float-only readers, attention masks, Gather tables ---------------------------
+def masked_attention() -> Model:
+    """Scores + additive mask (``(1 - mask) * -10000``) -> Softmax -> MatMul, then a residual Add
+    and LayerNormalization: the BERT encoder's float-sensitive spots."""
+    d = 16
+    inits = {"wq": _w(d, d), "wk": _w(d, d), "wv": _w(d, d), "wo": _w(d, d), "bo": _w(d, s=0.1),
+             "one": np.array(1.0, np.float32), "big": np.array(-10000.0, np.float32),
+             "gamma": np.ones(d, np.float32), "beta": np.zeros(d, np.float32)}
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("MatMul", ["x", "wv"], ["v"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["s0"], name="scores"),
+        helper.make_node("Sub", ["one", "mask"], ["inv"]),
+        helper.make_node("Mul", ["inv", "big"], ["bias"]),
+        helper.make_node("Add", ["s0", "bias"], ["s1"], name="mask_add"),
+        helper.make_node("Softmax", ["s1"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["a"]),
+        helper.make_node("MatMul", ["a", "wo"], ["o0"], name="dense"),
+        helper.make_node("Add", ["o0", "bo"], ["o1"], name="bias_add"),
+        helper.make_node("Add", ["o1", "x"], ["r"], name="residual"),
+        helper.make_node("LayerNormalization", ["r", "gamma", "beta"], ["y"], axis=-1),
+    ]
+    # dynamic batch/sequence as exported transformers have (with static shapes ORT's MatMulAddFusion
+    # turns DQ -> MatMul -> Add(bias) into a float Gemm before its QDQ fusions run)
+    return make_model(nodes, [fvi("x", ["b", "s", d]), fvi("mask", ["b", 1, "s"])], [fvi("y", ["b", "s", d])], inits)
+
+
+def mask_feeds(n: int, seed: int) -> List[Dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        mask = np.ones((1, 1, 8), np.float32)
+        mask[..., int(rng.integers(4, 8)):] = 0.0  # padded positions
+        out.append({"x": rng.standard_normal((1, 8, 16)).astype(np.float32), "mask": mask})
+    return out
+
+
+def _quantized_values(m: Model) -> List[str]:
+    return [n.input(0).name for n in m.graph if n.op_type == "QuantizeLinear"]
+
+
+def test_mask_chain_scores_and_residual_stay_float():
+    m = masked_attention()
+    ref = copy_model(m)
+    quantize(m, Batches(mask_feeds(16, 0)), QUANT_U8)
+    quantized = set(_quantized_values(m))
+    # the mask chain, the masked scores and the residual stream never get an 8-bit scale
+    assert not quantized & {"inv", "bias", "s0", "s1", "o0", "o1", "r"}, quantized
+    assert {"x", "p", "a"} <= quantized  # MatMul inputs are quantized
+    by_name = {n.name: n for n in m.graph}
+    assert by_name["mask_add"].input(1).producer.op_type == "Mul"
+    # x feeds MatMuls (through Q/DQ) and the residual Add, which reads the exact float x
+    assert by_name["residual"].input(1).is_graph_input()
+    for f in mask_feeds(3, 1):
+        want = run(ref, f, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)[0]
+        got = run(m, f)[0]
+        assert cosine(want, got) > 0.995
+    fused = fused_ops(m)
+    assert "DequantizeLinear" not in fused, fused  # every quantized MatMul runs an integer kernel
+    assert fused.count("MatMulIntegerToFloat") + fused.count("QLinearMatMul") == 6, fused
+
+
+def test_mask_value_detection():
+    from edgec.passes.quantize import _mask_values
+
+    m = masked_attention()
+    names = {v.name for v in m.graph.values() if id(v) in _mask_values(m)}
+    assert names == {"bias", "s1"}  # Sub(1, mask) carries no fill value yet; Softmax stops the chain
+
+
+def test_arith_with_a_float_input_is_not_quantized_but_int8_inputs_are():
+    """An Add whose inputs are both produced in int8 (Conv outputs) runs as QLinearAdd; one whose
+    input comes from a float op stays float instead of adding a QuantizeLinear on that input."""
+    m = make_model([helper.make_node("Conv", ["x", "w1"], ["a"], name="c1"),
+                    helper.make_node("Conv", ["x", "w2"], ["b"], name="c2"),
+                    helper.make_node("Add", ["a", "b"], ["s"], name="int8_add"),
+                    helper.make_node("Sigmoid", ["s"], ["t"]),
+                    helper.make_node("Add", ["t", "a"], ["y"], name="float_add")],
+                   [fvi("x", [1, 3, 8, 8])], [fvi("y", [1, 4, 8, 8])],
+                   {"w1": _w(4, 3, 1, 1), "w2": _w(4, 3, 1, 1)})
+    ref = copy_model(m)
+    ctx = quantize(m, Batches(feeds_for(m, 8)), QUANT_U8)
+    names = {e["name"] for e in ctx.reports["quantization"]["nodes"]}
+    assert "int8_add" in names and "float_add" not in names
+    assert "t" not in _quantized_values(m)
+    check_close(ref, m, feeds_for(ref, 3, seed=1))
+    assert "QLinearAdd" in fused_ops(m)
+
+
+def embedding_model(vocab: int = 200, d: int = 16) -> Model:
+    rng = np.random.default_rng(7)
+    inits = {k: (rng.standard_normal(shape) * s).astype(np.float32)
+             for k, shape, s in (("table", (vocab, d), 0.05), ("pos", (8, d), 0.02), ("w", (d, d), 0.3))}
+    inits["table"][:, 3] *= 20.0  # an outlier column: per-column scales keep the other columns precise
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="word_embeddings"),
+             helper.make_node("Gather", ["pos", "pids"], ["p"], name="position_embeddings"),
+             helper.make_node("Add", ["e", "p"], ["h"]),
+             helper.make_node("MatMul", ["h", "w"], ["y"])]
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])
+    pids = helper.make_tensor_value_info("pids", TensorProto.INT64, [1, 8])
+    return make_model(nodes, [ids, pids], [fvi("y", [1, 8, d])], inits)
+
+
+def ids_feeds(n: int, seed: int, vocab: int = 200) -> List[Dict[str, np.ndarray]]:
+    """``n`` batches of 8 token ids; a shuffled vocabulary first, so calibration sees every row."""
+    rng = np.random.default_rng(seed)
+    ids = np.concatenate([rng.permutation(vocab), rng.integers(0, vocab, 8 * n)])
+    return [{"ids": ids[8 * i:8 * i + 8].astype(np.int64)[None], "pids": np.arange(8, dtype=np.int64)[None]}
+            for i in range(n)]
+
+
+def test_gather_table_int8_per_column_gathered_then_dequantized():
+    m = embedding_model()
+    ref = copy_model(m)
+    ctx = quantize(m, Batches(ids_feeds(25, 0)), QUANT_U8)
+    g = next(n for n in m.graph if n.name == "word_embeddings")
+    table = g.input(0)
+    assert table.dtype == DType.INT8 and table.type.quant.axis == 1 and table.type.quant.scale.shape == (16,)
+    assert g.output(0).dtype == DType.INT8
+    dq = g.output(0).consumers()[0]
+    assert dq.op_type == "DequantizeLinear" and dq.attr("axis") == 2
+    pos = next(n for n in m.graph if n.name == "position_embeddings")
+    assert pos.input(0).dtype == DType.FLOAT  # 128 elements: below GATHER_MIN_ELEMENTS, left float
+    entry = next(e for e in ctx.reports["quantization"]["nodes"] if e["name"] == "word_embeddings")
+    assert entry["weight_bytes_quantized"] < 0.3 * entry["weight_bytes_float"]
+    for f in ids_feeds(3, 1):
+        want = run(ref, f, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)[0]
+        for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+            assert cosine(want, run(m, f, level)[0]) > 0.995
+    # every table entry is within half a step of its column's scale (the outlier column has its own)
+    orig = next(v for v in ref.graph.values() if v.name == "table").const.numpy()
+    qp = table.type.quant
+    back = table.const.numpy().astype(np.float32) * qp.scale[None, :]
+    assert np.all(np.abs(back - orig) <= qp.scale[None, :] / 2 + 1e-7)
+    assert qp.scale[3] > 10 * np.median(qp.scale)
+    assert "Gather" in fused_ops(m)
+
+
+def test_gather_tables_option_and_exclude():
+    for pipeline in ("quantize{gather-tables=false}", "quantize{exclude=word_embeddings}"):
+        m = embedding_model()
+        quantize(m, Batches(ids_feeds(2, 0)), pipeline)
+        g = next(n for n in m.graph if n.name == "word_embeddings")
+        assert g.input(0).dtype == DType.FLOAT, pipeline
