@@ -257,7 +257,12 @@ def _written_size(path: str) -> int:
 @cli.command("compile")
 @click.argument("model_path", metavar="MODEL")
 @click.option("-o", "--output", required=True, metavar="OUT", help="Output file.")
-@click.option("--target", type=click.Choice(["onnx"]), default="onnx", show_default=True, help="Output format.")
+@click.option("--target", type=click.Choice(["onnx", "c"]), default="onnx", show_default=True,
+              help="Output format: an ONNX file, or C99 source (OUT is a directory: NAME.h, NAME.c, report.txt/.json).")
+@click.option("--name", "c_name", default="model", show_default=True, metavar="NAME",
+              help="C target: prefix of the generated files, functions and macros (a C identifier).")
+@click.option("--verify", "c_verify", is_flag=True,
+              help="C target: build the generated code with a test harness and compare it with onnxruntime.")
 @click.option("--ort-contrib-ops", is_flag=True,
               help="Emit fused ops as onnxruntime's com.microsoft ops (FusedConv, FusedGemm, Gelu...) "
                    "instead of standard ONNX.")
@@ -300,10 +305,19 @@ def _written_size(path: str) -> int:
 @pipeline_flags
 @click.pass_obj
 def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_contrib_ops: bool,
-                input_shape: Tuple[str, ...], **kw: Any) -> None:
+                input_shape: Tuple[str, ...], c_name: str, c_verify: bool, **kw: Any) -> None:
     """Compile an ONNX MODEL: load, pin shapes, optimize (default -O2), verify, save."""
     quant = {k: kw.pop(k) for k in _QUANT_KEYS}
     prune = {k: kw.pop(k) for k in _PRUNE_KEYS}
+    if target == "c":
+        given = [f for k, f in {**_QUANT_FLAGS, **_PRUNE_FLAGS}.items()
+                 if {**quant, **prune}[k] not in (None, False, "minmax", 300.0, "unstructured", "magnitude", "dense")]
+        if given or ort_contrib_ops:
+            raise click.UsageError(f"{given[0] if given else '--ort-contrib-ops'} is not supported with --target c")
+        _compile_c(state, model_path, output, input_shape, c_name, c_verify, kw)
+        return
+    if c_name != "model" or c_verify:
+        raise click.UsageError("--name and --verify need --target c")
     if prune["prune_sparsity"] is None:
         extra = [f for k, f in _PRUNE_FLAGS.items() if prune[k] not in (None, False, "unstructured", "magnitude", "dense")]
         if extra:
@@ -344,6 +358,85 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
         _prune_finish(pruned, size_after)
     click.echo(f"edgec: {model_path} -> {output}: {nodes_before} -> {nodes_after} nodes, "
                f"{human_bytes(size_before)} -> {human_bytes(size_after)} (pipeline: {pipe or '(none)'})")
+
+
+def _compile_c(state: _State, model_path: str, out_dir: str, input_shape: Tuple[str, ...], name: str,
+               verify_c: bool, kw: Dict[str, Any], runs: int = 3) -> None:
+    """`compile --target c`: -O preset (no ONNX lowering: the C kernels take the fused ops), C code, report."""
+    from .backends.c import generate_c, pin_shapes, write_c
+    from .frontend.onnx_import import load_model
+    from .ir.verifier import verify
+
+    state.load_passes()
+    model = load_model(model_path)
+    pin_shapes(model, input_shape)
+    target_info = {"name": "c", "contrib_ops": False}
+    pipe = _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL, resources={"target": target_info})
+    verify(model)
+    code = generate_c(model, name, source=os.path.basename(model_path))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise EdgecError(f"--target c writes a directory, but {out_dir} is a file")
+    write_c(code, out_dir)
+    m = code.report["memory"]
+    click.echo(f"edgec: {model_path} -> {os.path.join(out_dir, name + '.c')}: {len(code.report['layers'])} layers, "
+               f"arena {human_bytes(m['arena_bytes'])} (lower bound {human_bytes(m['lower_bound_bytes'])}), "
+               f"weights {human_bytes(code.report['weights']['bytes'])} (pipeline: {pipe or '(none)'})")
+    if verify_c:
+        _verify_c(model, model_path, code, runs)
+
+
+def _verify_c(model: Any, model_path: str, code: Any, runs: int, sanitize: bool = False,
+              keep_dir: Optional[str] = None) -> None:
+    """Build ``code`` with the test harness (in ``keep_dir`` or a temporary directory) and compare with onnxruntime."""
+    import shutil
+    import tempfile
+
+    from .backends.c import write_c
+    from .backends.c.verify import gather_index_bounds, verify_dir
+
+    out_dir = keep_dir or tempfile.mkdtemp(prefix="edgec-verify-")
+    try:
+        write_c(code, out_dir)
+        res = verify_dir(out_dir, code.report, model_path, runs=runs, sanitize=sanitize,
+                         index_bounds=gather_index_bounds(model))
+    finally:
+        if keep_dir is None:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    for i, r in enumerate(res.runs):
+        for c in r:
+            click.echo(f"  run {i}: {c.name}: max abs error {c.max_abs:.3g}, max ULP {c.max_ulp}, "
+                       f"{c.bad}/{c.total} outside tolerance")
+    click.echo(f"edgec verify: {res.summary()}")
+    if not res.ok:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command("verify")
+@click.argument("model_path", metavar="MODEL")
+@click.option("--input-shape", multiple=True, metavar="NAME=1x3x224x224",
+              help="Pin the shape of a graph input, or a symbolic dim as SYMBOL=N (repeatable).")
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Random inputs to try.")
+@click.option("--name", "c_name", default="model", show_default=True, help="Prefix of the generated C.")
+@click.option("--keep", "keep_dir", default=None, metavar="DIR", help="Build in DIR and keep it (default: a temp dir).")
+@click.option("--sanitize", is_flag=True, help="Build with -fsanitize=address,undefined.")
+@pipeline_flags
+@click.pass_obj
+def verify_cmd(state: _State, model_path: str, input_shape: Tuple[str, ...], runs: int, c_name: str,
+               keep_dir: Optional[str], sanitize: bool, **kw: Any) -> None:
+    """Compile MODEL to C, build it with cc -O2 -std=c99 -Wall -Wextra -Werror, compare with onnxruntime.
+
+    Exit 1 when an output differs by more than rtol 1e-4 and 100 ULP.
+    """
+    from .backends.c import generate_c, pin_shapes
+    from .frontend.onnx_import import load_model
+
+    state.load_passes()
+    model = load_model(model_path)
+    pin_shapes(model, input_shape)
+    _run_pipeline(state, model, kw, default_level=DEFAULT_OPT_LEVEL,
+                  resources={"target": {"name": "c", "contrib_ops": False}})
+    code = generate_c(model, c_name, source=os.path.basename(model_path))
+    _verify_c(model, model_path, code, runs, sanitize=sanitize, keep_dir=keep_dir)
 
 
 _PRUNE_FLAGS = {"prune_sparsity": "--prune", "prune_mode": "--prune-mode", "prune_score": "--prune-score",

@@ -321,5 +321,5 @@ def test_ten_thousand_buffers_plan_fast():
     t0 = time.perf_counter()
     plan = plan_memory(bufs)
     elapsed = time.perf_counter() - t0
-    assert elapsed < 2.0, elapsed
+    assert elapsed < 10.0, elapsed  # about 0.7 s idle; generous for a loaded CI box, still catches a quadratic planner
     assert_good(bufs, plan)

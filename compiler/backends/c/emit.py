@@ -1,0 +1,465 @@
+"""IR -> self-contained C99: ``<name>.h``, ``<name>.c`` (+ ``<name>_weights.c``) and a report.
+
+The model must be optimized already (edgec fused ops are consumed as they are) and have static
+shapes. Layout of the generated code:
+
+* weights: ``const float`` arrays with exact hex-float literals (in ``<name>_weights.c`` when they
+  exceed :data:`WEIGHTS_SPLIT_BYTES`);
+* one ``static`` C function per node (fully specialized loops, shared helpers from
+  :mod:`.kernels` for conv, gemm, pooling, softmax, normalization);
+* ``<name>_run_with_arena(inputs..., outputs..., void* arena)`` places every intermediate tensor at
+  the offset chosen by the memory planner inside the caller's arena
+  (``<NAME>_ARENA_BYTES``, 16-byte aligned); ``<name>_run(...)`` uses a static arena;
+* view ops (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout) are pointer aliases;
+  elementwise ops may run in place over an input that dies at that node.
+
+No malloc, no stdio; the output depends only on the model and the options (deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ... import __version__
+from ...errors import EdgecError, UnsupportedModelError
+from ...fsutil import write_text_atomic
+from ...ir import Model, Value
+from ...ir.dtypes import DType
+from ...ir.shapes import infer_shapes
+from ...units import human_bytes
+from . import kernels as K
+
+__all__ = ["CCode", "generate_c", "write_c", "c_identifier", "WEIGHTS_SPLIT_BYTES"]
+
+#: Weights above this many bytes go to ``<name>_weights.c``.
+WEIGHTS_SPLIT_BYTES = 64 * 1024
+ALIGN = 16
+
+_C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern float for goto if
+inline int long register restrict return short signed sizeof static struct switch typedef union unsigned void
+volatile while _Bool _Complex _Imaginary main NULL""".split())
+
+_CTYPES = {DType.FLOAT: "float", DType.INT64: "int64_t", DType.INT32: "int32_t"}
+_DTNAME = {DType.FLOAT: "float32", DType.INT64: "int64", DType.INT32: "int32"}
+
+
+def c_identifier(name: str, taken: set) -> str:
+    """A C identifier from ``name``, unique (case-insensitively) among ``taken``, which it joins."""
+    s = re.sub(r"[^0-9A-Za-z_]", "_", name) or "t"
+    if s[0].isdigit():
+        s = "t_" + s
+    if s in _C_KEYWORDS or s.startswith("__"):
+        s = "v_" + s
+    base, i = s, 1
+    while s.lower() in taken:
+        s = f"{base}_{i}"
+        i += 1
+    taken.add(s.lower())
+    return s
+
+
+@dataclass
+class CCode:
+    """Generated files (name -> text) and the report (JSON-able dict)."""
+
+    files: Dict[str, str]
+    report: Dict[str, Any]
+    report_text: str = ""
+
+
+@dataclass
+class _Tensor:
+    value: Value
+    cname: str
+    kind: str  # input | output | const | arena | view
+    root: Optional["_Tensor"] = None  # views: the tensor whose storage they share
+    size: int = 0
+    first: int = 0
+    last: int = 0
+    users: List[int] = field(default_factory=list)
+
+
+def _dtype(v: Value) -> DType:
+    return v.type.dtype  # type: ignore[union-attr]
+
+
+def _check_static(model: Model) -> None:
+    g = model.graph
+    for v in g.values():
+        if not v.has_uses() and not v.is_graph_output():
+            continue
+        t = v.type
+        if t is None or getattr(t, "shape", None) is None or not t.shape.is_static:
+            shown = "unknown" if t is None or getattr(t, "shape", None) is None or t.shape.dims is None else \
+                "x".join(str(d) for d in t.shape.dims)
+            raise EdgecError(f"C target needs static shapes: value '{v.name}' has shape {shown}; pin the inputs "
+                             f"with --input-shape NAME=D1xD2x... (or SYMBOL=N)")
+        if any(int(d) == 0 for d in t.shape.dims):
+            raise UnsupportedModelError(f"C target: value '{v.name}' has a zero-sized dim")
+
+
+def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
+    """C code for ``model`` (optimized, static shapes) with prefix ``name``."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in _C_KEYWORDS:
+        raise EdgecError(f"--name '{name}' is not a C identifier")
+    infer_shapes(model)
+    _check_static(model)
+    g = model.graph
+    if model.functions:
+        raise UnsupportedModelError("C target: models with local functions are not supported (inline them first)")
+    opset = model.opset("") or 21
+    kctx = K.KernelContext(opset)
+    nodes = list(g)
+    for n in nodes:
+        if n.subgraphs():
+            raise UnsupportedModelError(f"C target: node '{n.name}' ({n.qualified_op}) has subgraphs (control flow "
+                                        f"is not supported)")
+        if n.op_type not in K.VIEW_OPS and (n.domain, n.op_type) not in K.GENERATORS:
+            raise UnsupportedModelError(f"C target: unsupported op {n.qualified_op} (node '{n.name}')")
+
+    taken: set = {name.lower()}
+    tensors: Dict[int, _Tensor] = {}
+
+    def tensor_of(v: Value) -> _Tensor:
+        return tensors[id(v)]
+
+    # graph inputs and outputs: parameters of <name>_run
+    in_params: List[_Tensor] = []
+    for v in g.inputs:
+        if v.is_initializer():
+            continue  # overridable initializer: used as a constant
+        dt = _dtype(v)
+        if dt not in (DType.FLOAT, DType.INT64, DType.INT32):
+            raise UnsupportedModelError(f"C target: input '{v.name}' has type {dt.name} (float32, int64, int32 only)")
+        t = _Tensor(v, c_identifier(v.name, taken), "input")
+        tensors[id(v)] = t
+        in_params.append(t)
+    out_names = []
+    for v in g.outputs:
+        if _dtype(v) != DType.FLOAT:
+            raise UnsupportedModelError(f"C target: output '{v.name}' has type {_dtype(v).name} (float32 only)")
+        out_names.append(c_identifier(v.name, taken))
+    for v in g.initializers.values():
+        if id(v) not in tensors:
+            tensors[id(v)] = _Tensor(v, "", "const")
+
+    # which graph outputs are written in place by their producer
+    direct: Dict[int, str] = {}
+    copies: List[Tuple[Value, str]] = []
+    for v, oname in zip(g.outputs, out_names):
+        p = v.producer
+        if p is not None and p.op_type not in K.VIEW_OPS and id(v) not in direct:
+            direct[id(v)] = oname
+        else:
+            copies.append((v, oname))
+
+    # node code, tensors of node outputs, liveness
+    codes: List[Optional[K.NodeCode]] = []
+    for i, n in enumerate(nodes):
+        for v in n.inputs:
+            if v is not None and id(v) not in tensors:
+                raise UnsupportedModelError(f"C target: node '{n.name}' reads '{v.name}', which is defined outside "
+                                            f"the main graph")
+        if n.op_type in K.VIEW_OPS:
+            src = tensor_of(n.input(0))
+            root = src.root if src.kind == "view" else src
+            out = n.output(0)
+            tensors[id(out)] = _Tensor(out, c_identifier(out.name, taken), "view", root=root)
+            for extra in n.outputs[1:]:
+                if extra is not None and extra.has_uses():
+                    raise UnsupportedModelError(f"C target: node '{n.name}' ({n.qualified_op}): output "
+                                                f"'{extra.name}' is not supported")
+            codes.append(None)
+            continue
+        for v in n.outputs:
+            if v is None:
+                continue
+            if _dtype(v) != DType.FLOAT:
+                raise UnsupportedModelError(f"C target: node '{n.name}' ({n.qualified_op}) produces "
+                                            f"{_dtype(v).name} '{v.name}' (float32 only)")
+            if id(v) in direct:
+                t = _Tensor(v, direct[id(v)], "output")
+            else:
+                t = _Tensor(v, c_identifier(v.name, taken), "arena", size=4 * int(v.type.shape.numel()))
+            t.first = t.last = i
+            tensors[id(v)] = t
+        code = K.GENERATORS[(n.domain, n.op_type)](n, kctx)
+        for v in code.operands:
+            dt = _dtype(v)
+            if dt != DType.FLOAT and not (n.op_type == "Gather" and v is n.input(1)):
+                raise UnsupportedModelError(f"C target: node '{n.name}' ({n.qualified_op}) reads {dt.name} "
+                                            f"'{v.name}' (float32 only)")
+            t = tensor_of(v)
+            r = t.root if t.kind == "view" else t
+            r.last = max(r.last, i)
+            r.users.append(i)
+        codes.append(code)
+    end = len(nodes)
+    for v, _ in copies:
+        t = tensor_of(v)
+        r = t.root if t.kind == "view" else t
+        r.last = end
+
+    # constants that the code reads: weight arrays
+    weights: List[_Tensor] = []
+    for code in codes:
+        for v in code.operands if code else ():
+            t = tensor_of(v)
+            r = t.root if t.kind == "view" else t
+            if r.kind == "const" and not r.cname:
+                r.cname = c_identifier(f"{name}_w_{r.value.name}", taken)
+                weights.append(r)
+    for v, _ in copies:
+        t = tensor_of(v)
+        r = t.root if t.kind == "view" else t
+        if r.kind == "const" and not r.cname:
+            r.cname = c_identifier(f"{name}_w_{r.value.name}", taken)
+            weights.append(r)
+    for w in weights:
+        if _dtype(w.value) not in _CTYPES:
+            raise UnsupportedModelError(f"C target: constant '{w.value.name}' has type {_dtype(w.value).name}")
+
+    # memory plan
+    from .memory import Buffer, plan_memory
+
+    arena = [t for t in tensors.values() if t.kind == "arena"]
+    buffers = []
+    for t in arena:
+        inplace = None
+        p = t.value.producer
+        code = codes[t.first]
+        if code is not None and code.inplace and t.value is p.output(0):
+            for v in code.operands:
+                s = tensor_of(v)
+                r = s.root if s.kind == "view" else s
+                same_root = [u for u in code.operands if _root(tensor_of(u)) is r]
+                if r.kind == "arena" and r.last == t.first and r.size == t.size and \
+                        all(K.KernelContext.dims(u) == K.KernelContext.dims(t.value) for u in same_root):
+                    inplace = r.cname
+                    break
+        buffers.append(Buffer(t.cname, t.size, t.first, t.last, inplace))
+    plan = plan_memory(buffers)
+    inplace_used = {b.name: b.inplace_of for b in buffers
+                    if b.inplace_of and plan.offsets[b.name] == plan.offsets[b.inplace_of]}
+
+    # --- text -----------------------------------------------------------------------------------
+    up = name.upper()
+    arena_bytes = int(plan.arena_bytes)
+    weight_bytes = sum(int(w.value.const.nbytes) for w in weights)
+    split = weight_bytes > WEIGHTS_SPLIT_BYTES
+
+    hdr = [f"/* Generated by edgec {__version__}{' from ' + source if source else ''}. Do not edit. */",
+           f"#ifndef {up}_H_", f"#define {up}_H_", "", "#include <stdint.h>", "",
+           "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
+           f"#define {up}_NUM_INPUTS {len(in_params)}", f"#define {up}_NUM_OUTPUTS {len(out_names)}",
+           "/* Bytes of the activation arena (<name>_run_with_arena) and its alignment. */",
+           f"#define {up}_ARENA_BYTES {arena_bytes}", f"#define {up}_ARENA_ALIGN {ALIGN}", ""]
+    io = [(t.cname, t.value, "input") for t in in_params] + [(o, v, "output") for v, o in zip(g.outputs, out_names)]
+    for cname, v, what in io:
+        dims = [int(d) for d in v.type.shape.dims]
+        m = f"{up}_{cname.upper()}"
+        hdr += [f"/* {what} '{v.name}': {_DTNAME[_dtype(v)]} [{', '.join(map(str, dims))}] */",
+                f"#define {m}_RANK {len(dims)}", f"#define {m}_SHAPE {{{', '.join(map(str, dims)) or '1'}}}",
+                f"#define {m}_SIZE {int(np.prod(dims, dtype=np.int64))}"]
+    params = [f"const {_CTYPES[_dtype(t.value)]}* {t.cname}" for t in in_params] + [f"float* {o}" for o in out_names]
+    plist = ", ".join(params) if params else "void"
+    hdr += ["",
+            "/* Runs the model; input and output buffers must not overlap. Returns 0. Not reentrant"
+            " (static arena). */",
+            f"int {name}_run({plist});",
+            f"/* Same with a caller-provided arena of {up}_ARENA_BYTES bytes, {up}_ARENA_ALIGN-byte aligned;",
+            "   returns -1 when the arena is NULL (with a non-zero size) or misaligned. */",
+            f"int {name}_run_with_arena({', '.join(params + ['void* arena'])});",
+            "", "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {up}_H_ */", ""]
+
+    # weights
+    def weight_def(w: _Tensor, storage: str) -> str:
+        arr = np.ascontiguousarray(w.value.const.numpy()).reshape(-1)
+        ct = _CTYPES[_dtype(w.value)]
+        dims = "x".join(str(d) for d in w.value.const.dims) or "scalar"
+        if ct == "float":
+            items = [K.flit(x) for x in arr.astype(np.float32).tolist()]
+        else:
+            items = [str(int(x)) for x in arr.tolist()]
+            if ct == "int64_t":
+                items = [f"INT64_C({x})" for x in items]
+        lines = [", ".join(items[i:i + 8]) for i in range(0, len(items), 8)]
+        body = ",\n    ".join(lines)
+        return (f"/* '{w.value.name}' [{dims}] */\n{storage}const {ct} {w.cname}[{max(1, arr.size)}] = {{\n"
+                f"    {body}\n}};\n")
+
+    c: List[str] = [f"/* Generated by edgec {__version__}{' from ' + source if source else ''}. Do not edit. */",
+                    f'#include "{name}.h"', "", "#include <math.h>", "#include <stddef.h>", "#include <stdint.h>", "",
+                    "#if defined(__GNUC__) || defined(__clang__)", "#define EDGEC_ALIGNED __attribute__((aligned(16)))",
+                    "#elif defined(_MSC_VER)", "#define EDGEC_ALIGNED __declspec(align(16))", "#else",
+                    "#define EDGEC_ALIGNED", "#endif", ""]
+    wfile = ""
+    if weights:
+        c.append("/* --- weights --- */")
+        if split:
+            wfile = (f"/* Generated by edgec {__version__}: weights of {name}. Do not edit. */\n"
+                     f"#include <stdint.h>\n\n")
+            for w in weights:
+                n_el = max(1, int(w.value.const.numel))
+                c.append(f"extern const {_CTYPES[_dtype(w.value)]} {w.cname}[{n_el}];")
+                wfile += f"extern const {_CTYPES[_dtype(w.value)]} {w.cname}[{n_el}];\n" + weight_def(w, "") + "\n"
+        else:
+            for w in weights:
+                c.append(weight_def(w, "static "))
+        c.append("")
+
+    helpers: List[str] = []
+    acts: List[str] = []
+    for code in codes:
+        if code is None:
+            continue
+        acts += code.acts
+        for h in code.helpers:
+            for d in K.HELPER_DEPS.get(h, ()) + (h,):
+                if d not in helpers:
+                    helpers.append(d)
+    order = ["act", "conv", "gemm", "pool", "global_pool", "softmax", "layernorm", "batchnorm"]
+    helpers.sort(key=order.index)
+    if helpers:
+        c.append("/* --- kernels --- */")
+        for h in helpers:
+            c.append(K.act_helper(acts) if h == "act" else K.HELPERS[h])
+
+    c.append("/* --- layers --- */")
+    calls: List[str] = []
+    layers: List[Dict[str, Any]] = []
+
+    def ptr(v: Value) -> str:
+        t = tensor_of(v)
+        if t.kind == "view":
+            t = t.root  # type: ignore[assignment]
+        return t.cname
+
+    for i, (n, code) in enumerate(zip(nodes, codes)):
+        outs = [v for v in n.outputs if v is not None]
+        rec = {"index": i, "node": n.name, "op": n.qualified_op,
+               "output_shape": [int(d) for d in outs[0].type.shape.dims] if outs else [],
+               "output_bytes": sum(4 * int(v.type.shape.numel()) for v in outs), "macs": 0}
+        if code is None:
+            rec["view_of"] = n.input(0).name
+            layers.append(rec)
+            continue
+        fname = f"{name}_l{i}_{re.sub(r'[^0-9A-Za-z_]', '_', n.op_type)}"
+        inplace_y = bool(inplace_used.get(tensor_of(outs[0]).cname)) if tensor_of(outs[0]).kind == "arena" else False
+        restrict = "" if inplace_y else "restrict "
+        ps, args = [], []
+        for j, v in enumerate(code.operands):
+            ps.append(f"const {_CTYPES[_dtype(v)]}* {restrict}x{j}")
+            args.append(ptr(v))
+        for j, v in enumerate(n.outputs):
+            if v is None:
+                continue
+            ps.append(f"float* {restrict}y{j}")
+            args.append(ptr(v))
+        body = code.body
+        voids = "".join(f"    (void){p.split()[-1]};\n" for p in ps if not re.search(rf"\b{p.split()[-1]}\b", body))
+        src = ", ".join(f"'{v.name}'" for v in n.inputs if v is not None)
+        c.append(f"/* {n.name}: {n.qualified_op}({src}) -> {', '.join(repr(v.name) for v in outs)} */\n"
+                 f"static void {fname}({', '.join(ps) or 'void'})\n{{\n{voids}{body}}}\n")
+        calls.append(f"    {fname}({', '.join(args)});")
+        rec["macs"] = int(code.macs)
+        t0 = tensor_of(outs[0])
+        if t0.kind == "arena":
+            rec["arena_offset"] = int(plan.offsets[t0.cname])
+            if inplace_y:
+                rec["inplace_of"] = inplace_used[t0.cname]
+        layers.append(rec)
+
+    # run function
+    run = [f"int {name}_run_with_arena({', '.join(params + ['void* arena'])})", "{"]
+    run += [f"    (void){t.cname};" for t in in_params] + [f"    (void){o};" for o in out_names]
+    if arena:
+        run += ["    float* const base = (float*)arena;",
+                "    if (arena == NULL || ((uintptr_t)arena & (uintptr_t)15) != 0) return -1;"]
+    else:
+        run.append("    (void)arena;")
+    for t in sorted(arena, key=lambda t: (t.first, t.cname)):
+        run.append(f"    float* const {t.cname} = base + {plan.offsets[t.cname] // 4}; /* '{t.value.name}' */")
+    run += calls
+    for v, oname in copies:
+        t = tensor_of(v)
+        srcp = (t.root if t.kind == "view" else t).cname
+        run.append(f"    for (long i = 0; i < {int(v.type.shape.numel())}; ++i) {oname}[i] = {srcp}[i];")
+    run += ["    return 0;", "}", ""]
+    c += run
+    call_args = [t.cname for t in in_params] + out_names
+    c += [f"static float {name}_arena[{max(1, arena_bytes // 4)}] EDGEC_ALIGNED;", "",
+          f"int {name}_run({plist})", "{",
+          f"    return {name}_run_with_arena({', '.join(call_args + [name + '_arena'])});", "}", ""]
+    c_text = "\n".join(c)
+    files = {f"{name}.h": "\n".join(hdr), f"{name}.c": c_text}
+    if split:
+        files[f"{name}_weights.c"] = wfile
+
+    total_macs = sum(r["macs"] for r in layers)
+    report = {
+        "name": name, "source": source, "edgec_version": __version__,
+        "inputs": [{"name": t.value.name, "c_name": t.cname, "dtype": _DTNAME[_dtype(t.value)],
+                    "shape": [int(d) for d in t.value.type.shape.dims]} for t in in_params],
+        "outputs": [{"name": v.name, "c_name": o, "shape": [int(d) for d in v.type.shape.dims]}
+                    for v, o in zip(g.outputs, out_names)],
+        "memory": {"arena_bytes": arena_bytes, "lower_bound_bytes": int(plan.lower_bound_bytes),
+                   "strategy": plan.strategy, "alignment": ALIGN, "buffers": len(buffers),
+                   "inplace_buffers": len(inplace_used),
+                   "overhead": round(arena_bytes / plan.lower_bound_bytes, 4) if plan.lower_bound_bytes else 1.0,
+                   "unshared_bytes": sum(b.size_bytes for b in buffers)},
+        "weights": {"bytes": weight_bytes, "arrays": len(weights), "separate_file": split},
+        "code": {"files": {k: len(v.encode()) for k, v in sorted(files.items())},
+                 "source_bytes_without_weights": len(c_text.encode()) - (0 if split else sum(
+                     len(weight_def(w, "static ").encode()) for w in weights))},
+        "macs": {"total": total_macs},
+        "layers": layers,
+    }
+    return CCode(files, report, format_report(report))
+
+
+def _root(t: _Tensor) -> _Tensor:
+    return t.root if t.kind == "view" and t.root is not None else t
+
+
+def format_report(r: Dict[str, Any]) -> str:
+    """The human-readable report (``report.txt``)."""
+    m = r["memory"]
+    lines = [f"edgec C target: {r['name']} ({r['source'] or 'model'})", "",
+             f"arena            {human_bytes(m['arena_bytes'])} ({m['arena_bytes']} B), strategy {m['strategy']}",
+             f"lower bound      {human_bytes(m['lower_bound_bytes'])} ({m['lower_bound_bytes']} B), "
+             f"overhead {100 * (m['overhead'] - 1):.1f}%",
+             f"unshared         {human_bytes(m['unshared_bytes'])} in {m['buffers']} buffers "
+             f"({m['inplace_buffers']} in place)",
+             f"weights          {human_bytes(r['weights']['bytes'])} in {r['weights']['arrays']} arrays"
+             f"{' (separate file)' if r['weights']['separate_file'] else ''}",
+             "code             " + ", ".join(f"{k} {human_bytes(v)}" for k, v in r["code"]["files"].items()),
+             f"MACs             {r['macs']['total']:,}", "",
+             f"{'#':>4}  {'op':<24} {'output':<20} {'MACs':>12}  {'bytes':>9}  {'offset':>8}  node"]
+    for L in r["layers"]:
+        shape = "x".join(map(str, L["output_shape"]))
+        off = L.get("arena_offset")
+        off_s = "view" if "view_of" in L else ("out" if off is None else str(off))
+        lines.append(f"{L['index']:>4}  {L['op']:<24} {shape:<20} {L['macs']:>12,}  {L['output_bytes']:>9}  "
+                     f"{off_s:>8}  {L['node']}")
+    return "\n".join(lines) + "\n"
+
+
+def write_c(code: CCode, out_dir: str) -> List[str]:
+    """Write the files and ``report.txt`` / ``report.json`` into ``out_dir`` (created); returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    items = dict(code.files)
+    items["report.txt"] = code.report_text
+    items["report.json"] = json.dumps(code.report, indent=2, sort_keys=True) + "\n"
+    for fname, text in items.items():
+        p = os.path.join(out_dir, fname)
+        write_text_atomic(p, text)
+        paths.append(p)
+    return paths
