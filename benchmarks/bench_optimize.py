@@ -110,6 +110,7 @@ def child_optimize(tool: str, src: str, out: str) -> None:
 
     if tool == "edgec":
         import edgec
+        import edgec.passes  # noqa: F401  the optimizer's own code is imported before timing, as for the others
     elif tool == "onnxslim":
         import onnxslim
     elif tool == "onnxsim":
