@@ -6,7 +6,7 @@ import resource
 import statistics
 import sys
 from pathlib import Path
-from typing import List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 #: The repository's ``tests/`` folder (holds the ``zoo`` package of real models).
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
@@ -45,3 +45,24 @@ def _fmt(c: object) -> str:
     if isinstance(c, float):
         return f"{c:.2f}"
     return "" if c is None else str(c)
+
+
+def time_round_robin(sessions: Dict[str, Tuple[Any, Dict[str, Any]]], *, runs: int, min_time: float,
+                     max_runs: int) -> Dict[str, List[float]]:
+    """Seconds per run of each onnxruntime ``(session, feeds)``, the sessions taking turns (rotating
+    the order every round) so that machine noise hits all of them alike; at least ``runs`` rounds,
+    more until ``min_time`` per session has passed, at most ``max_runs``."""
+    import time
+
+    times: Dict[str, List[float]] = {label: [] for label in sessions}
+    order = list(sessions)
+    t_end = time.perf_counter() + min_time * len(order)
+    k = 0
+    while order and (k < runs or (time.perf_counter() < t_end and k < max_runs)):
+        for label in order[k % len(order):] + order[:k % len(order)]:
+            sess, feeds = sessions[label]
+            t0 = time.perf_counter()
+            sess.run(None, feeds)
+            times[label].append(time.perf_counter() - t0)
+        k += 1
+    return times

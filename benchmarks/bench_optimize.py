@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import format_table, median, use_zoo  # noqa: E402
+from _util import format_table, median, time_round_robin, use_zoo  # noqa: E402
 
 #: Models benchmarked by default (any zoo name works with ``--models``).
 DEFAULT_MODELS = ("resnet18", "mobilenetv2", "bert_encoder", "vit", "recurrent_if_loop", "paddle_style")
@@ -276,17 +276,7 @@ def child_latency(spec: str, runs: int, warmup: int, min_time: float) -> None:
                 sessions[label] = (sess, feeds)
             except Exception as e:  # noqa: BLE001
                 out[label] = {"fail": f"ORT opt {'on' if opt_on else 'off'}: {_short_error(e)}"}
-        times: Dict[str, List[float]] = {label: [] for label in sessions}
-        order = list(sessions)
-        t_end = time.perf_counter() + min_time * len(order)
-        k = 0
-        while order and (k < runs or (time.perf_counter() < t_end and k < MAX_RUNS)):
-            for label in order[k % len(order):] + order[:k % len(order)]:
-                sess, feeds = sessions[label]
-                t0 = time.perf_counter()
-                sess.run(None, feeds)
-                times[label].append(time.perf_counter() - t0)
-            k += 1
+        times = time_round_robin(sessions, runs=runs, min_time=min_time, max_runs=MAX_RUNS)
         for label, ts in times.items():
             out[label][key] = median(ts) * 1e3
             out[label]["n"] = len(ts)
