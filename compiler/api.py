@@ -59,8 +59,11 @@ def quantize(model: Model, calibration: Any = None, *, mode: str = "int8", metho
              per_channel: bool = True, equalize: bool = False, bias_correction: bool = False,
              samples: Optional[int] = None, time_budget: float = 300.0, sensitivity: bool = False,
              opt_level: Optional[int] = None, report_path: Optional[str] = None,
-             progress: bool = False) -> Dict[str, Any]:
+             progress: bool = False, reduce_range: Optional[bool] = None) -> Dict[str, Any]:
     """Quantize ``model`` in place as ``edgec compile --quantize`` does and return the report dict.
+
+    ``reduce_range`` (7-bit weights): None decides as ``--reduce-range auto`` (on for onnxruntime on an
+    x86 CPU without VNNI).
 
     ``mode``: ``int8``, ``uint8`` (static; need ``calibration``), ``dynamic``, ``int8-weights``,
     ``int4-weights``. ``calibration`` / ``eval_data``: a spec (``cal.npz``, a folder,
@@ -84,8 +87,11 @@ def quantize(model: Model, calibration: Any = None, *, mode: str = "int8", metho
             return spec
         return load_calibration(str(spec), model, max_samples=limit)
 
+    from .quant.host import x86_without_vnni
+
     cfg = QuantConfig(mode=mode, method=method, per_channel=per_channel, equalize=equalize,
-                      bias_correction=bias_correction)
+                      bias_correction=bias_correction,
+                      reduce_range=x86_without_vnni() if reduce_range is None else reduce_range)
     cal, ev = data(calibration, samples), data(eval_data, None)
     weights_float = initializer_bytes(model)
     file_float = to_proto(copy_model(model)).ByteSize()

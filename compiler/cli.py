@@ -279,6 +279,9 @@ def _written_size(path: str) -> int:
 @click.option("--calibration-samples", type=click.IntRange(min=1), default=None, metavar="N",
               help="Use only the first N calibration samples.")
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor (default: per output channel).")
+@click.option("--reduce-range", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="7-bit weights for static int8. auto: on when onnxruntime runs on this x86 CPU without VNNI, "
+                   "whose int8 kernels saturate with full-range weights.")
 @click.option("--equalize", is_flag=True, help="Run equalize-layers before quantizing.")
 @click.option("--bias-correction", is_flag=True, help="Run correct-bias before quantizing.")
 @click.option("--max-drop", type=float, default=None, metavar="X",
@@ -311,7 +314,7 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
     prune = {k: kw.pop(k) for k in _PRUNE_KEYS}
     if target == "c":
         given = [f for k, f in {**_QUANT_FLAGS, **_PRUNE_FLAGS}.items()
-                 if {**quant, **prune}[k] not in (None, False, "minmax", 300.0, "unstructured", "magnitude", "dense")]
+                 if {**quant, **prune}[k] not in (None, False, "minmax", 300.0, "unstructured", "magnitude", "dense", "auto")]
         if given or ort_contrib_ops:
             raise click.UsageError(f"{given[0] if given else '--ort-contrib-ops'} is not supported with --target c")
         _compile_c(state, model_path, output, input_shape, c_name, c_verify, kw)
@@ -327,7 +330,7 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
         _compile_quantized(state, model_path, output, target, ort_contrib_ops, input_shape, kw, quant, prune)
         return
     shared = ("calibration_spec", "calibration_samples", "eval_spec") if prune else ()
-    given = [f for k, f in _QUANT_FLAGS.items() if k not in shared and quant[k] not in (None, False, "minmax", 300.0)]
+    given = [f for k, f in _QUANT_FLAGS.items() if k not in shared and quant[k] not in (None, False, "minmax", 300.0, "auto")]
     if given:
         raise click.UsageError(f"{given[0]} needs --quantize MODE")
     from .backends.onnx_export import save_model
@@ -526,7 +529,7 @@ _QUANT_FLAGS = {"quant_mode": "--quantize", "calibration_spec": "--calibration",
                 "calibration_samples": "--calibration-samples", "per_tensor": "--per-tensor", "equalize": "--equalize",
                 "bias_correction": "--bias-correction", "max_drop": "--max-drop", "metric": "--metric",
                 "eval_spec": "--eval", "time_budget": "--time-budget", "sensitivity": "--sensitivity",
-                "quant_report": "--quant-report"}
+                "quant_report": "--quant-report", "reduce_range": "--reduce-range"}
 _QUANT_KEYS = tuple(_QUANT_FLAGS)
 _QUANT_CLEANUP = "repeat{max-iters=4}(cse,dce)"
 
@@ -542,12 +545,14 @@ def _compile_quantized(state: _State, model_path: str, output: str, target: str,
     from .passes.quantize import initializer_bytes
     from .quant.accuracy import QuantConfig, quantize_model
     from .quant.data import load_calibration
+    from .quant.host import x86_without_vnni
     from .quant.report import build_report, format_summary, write_report
     from .shapes_pin import parse_shape_spec, pin_input_shapes
 
     mode = q["quant_mode"]
+    reduce_range = q["reduce_range"] == "on" or (q["reduce_range"] == "auto" and target == "onnx" and x86_without_vnni())
     cfg = QuantConfig(mode=mode, method=q["calibration_method"], per_channel=not q["per_tensor"],
-                      equalize=q["equalize"], bias_correction=q["bias_correction"])
+                      equalize=q["equalize"], bias_correction=q["bias_correction"], reduce_range=reduce_range)
     if cfg.static and q["calibration_spec"] is None:
         raise CalibrationError(f"--quantize {mode} needs calibration data: pass --calibration FILE "
                                f"(.npz keyed by input name) or --calibration synthetic (random inputs, smoke tests only)")

@@ -65,6 +65,8 @@ class QuantConfig:
     bias_correction: bool = False
     #: weight-only format: ``dql`` (opset >= 21) or ``matmulnbits``; None picks by the model's opset.
     weights_format: Optional[str] = None
+    #: 7-bit weights (static int8): what onnxruntime needs on x86 CPUs without VNNI.
+    reduce_range: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -85,13 +87,16 @@ def segment_text(cfg: QuantConfig, exclude: Sequence[str] = ()) -> str:
         if cfg.equalize:
             parts.append("equalize-layers")
         if cfg.bias_correction:
-            parts.append("correct-bias" + ("" if cfg.per_channel else "{per-channel=false}"))
+            cb = ([] if cfg.per_channel else ["per-channel=false"]) + (["reduce-range=true"] if cfg.reduce_range else [])
+            parts.append("correct-bias" + ("{" + ",".join(cb) + "}" if cb else ""))
         if cfg.method != "minmax":
             opts.append(f"method={cfg.method}")
         if not cfg.per_channel:
             opts.append("per-channel=false")
         if cfg.mode == "uint8":
             opts.append("activations=uint8")
+        if cfg.reduce_range:
+            opts.append("reduce-range=true")
         name = "quantize"
     elif cfg.mode == "dynamic":
         if not cfg.per_channel:
