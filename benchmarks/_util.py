@@ -6,7 +6,7 @@ import resource
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 #: The repository's ``tests/`` folder (holds the ``zoo`` package of real models).
 TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"
@@ -66,3 +66,47 @@ def time_round_robin(sessions: Dict[str, Tuple[Any, Dict[str, Any]]], *, runs: i
             times[label].append(time.perf_counter() - t0)
         k += 1
     return times
+
+
+class ChildError(RuntimeError):
+    """A child process failed; the message is a one-line reason."""
+
+
+def log(msg: str) -> None:
+    """Progress on stderr, so the tables on stdout stay clean."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def error_line(stderr: str, limit: int = 160) -> str:
+    """The most telling line of a child's stderr: the exception line of a traceback if any."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    if not lines:
+        return "no error output"
+    for ln in reversed(lines):
+        if not ln.startswith(("File ", "^", "~")) and (":" in ln or "Error" in ln):
+            return " ".join(ln.split())[:limit]
+    return lines[-1][:limit]
+
+
+def run_child(script: str, args: Sequence[str], timeout: float,
+              shorten: Optional[Callable[[str], str]] = None) -> Dict[str, Any]:
+    """Run ``script`` with ``args`` in a fresh interpreter (so peak memory and imports are its own);
+    return the JSON record it printed last. A failure raises :class:`ChildError` with one line."""
+    import json
+    import subprocess
+
+    try:
+        proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ChildError(f"timed out after {timeout:.0f}s") from None
+    if proc.returncode != 0:
+        reason = error_line(proc.stderr, 400 if shorten else 160)
+        if shorten is not None:
+            reason = shorten(reason)
+        if proc.returncode < 0:
+            reason = f"killed by signal {-proc.returncode}; {reason}"
+        raise ChildError(reason)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise ChildError("no result printed") from None

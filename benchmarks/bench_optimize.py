@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import format_table, median, time_round_robin, use_zoo  # noqa: E402
+from _util import ChildError, format_table, log, median, run_child, time_round_robin, use_zoo  # noqa: E402
 
 #: Models benchmarked by default (any zoo name works with ``--models``).
 DEFAULT_MODELS = ("resnet18", "mobilenetv2", "bert_encoder", "vit", "recurrent_if_loop", "paddle_style")
@@ -288,51 +287,19 @@ def child_latency(spec: str, runs: int, warmup: int, min_time: float) -> None:
 # driver side
 # ------------------------------------------------------------------------------------------------
 
-class ChildError(RuntimeError):
-    """A child process failed; the message is a one-line reason."""
-
-
-def _one_line(stderr: str) -> str:
-    """The most telling line of a child's stderr: the exception line of a traceback if any."""
-    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
-    if not lines:
-        return "no error output"
-    for ln in reversed(lines):
-        if not ln.startswith(("File ", "^", "~")) and (":" in ln or "Error" in ln):
-            return " ".join(ln.split())[:160]
-    return lines[-1][:160]
-
-
-def run_child(args: Sequence[str], timeout: float) -> Dict[str, Any]:
-    """Run this script with ``args`` in a fresh interpreter; return the JSON record it printed."""
-    try:
-        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise ChildError(f"timed out after {timeout:.0f}s") from None
-    if proc.returncode != 0:
-        reason = _one_line(proc.stderr)
-        if proc.returncode < 0:
-            reason = f"killed by signal {-proc.returncode}; {reason}"
-        raise ChildError(reason)
-    try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        raise ChildError("no result printed") from None
-
-
 def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> Dict[str, Dict[str, Any]]:
     """Optimize ``name`` with every tool, check and time everything; return ``{tool: record}``
     (``"original"`` included) where a failed tool's record is ``{"fail": reason}``."""
     mdir = workdir / name
     mdir.mkdir(parents=True)
-    prep = run_child(["--prepare", name, "1" if args.small else "0", str(mdir)], args.timeout)
+    prep = run_child(__file__, ["--prepare", name, "1" if args.small else "0", str(mdir)], args.timeout)
     src = prep["src"]
     inputs, ref = str(mdir / "inputs.npz"), str(mdir / "reference.npz")
     log(f"[{name}] inputs {prep['inputs']}")
     results: Dict[str, Dict[str, Any]] = {}
     paths: Dict[str, str] = {}
     try:
-        results["original"] = run_child(["--check", src, inputs, ref], args.timeout)
+        results["original"] = run_child(__file__, ["--check", src, inputs, ref], args.timeout)
         paths["original"] = src
     except ChildError as e:
         results["original"] = {"fail": str(e)}
@@ -346,10 +313,10 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> Dict[str,
             for _ in range(args.repeat):
                 shutil.rmtree(out_dir, ignore_errors=True)
                 out_dir.mkdir()
-                walls.append(run_child(["--optimize", tool, src, str(out)], args.timeout)["wall"])
+                walls.append(run_child(__file__, ["--optimize", tool, src, str(out)], args.timeout)["wall"])
             if not out.exists():
                 raise ChildError("wrote no model")
-            rec = run_child(["--check", str(out), inputs, ref], args.timeout)
+            rec = run_child(__file__, ["--check", str(out), inputs, ref], args.timeout)
             rec["time"] = median(walls)
             if "fail" in rec:
                 log(f"[{name}] {tool}: {rec['nodes']} nodes, {rec['time']:.2f}s, FAIL: {rec['fail']}")
@@ -363,7 +330,7 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> Dict[str,
     spec = mdir / "latency.json"
     spec.write_text(json.dumps({"inputs": inputs, "models": paths}))
     try:
-        lat = run_child(["--latency", str(spec), "--runs", str(args.runs), "--warmup", str(args.warmup),
+        lat = run_child(__file__, ["--latency", str(spec), "--runs", str(args.runs), "--warmup", str(args.warmup),
                          "--min-time", str(args.min_time)], args.timeout)
     except ChildError as e:
         lat = {label: {"fail": f"latency: {e}"} for label in paths}
@@ -378,9 +345,6 @@ def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> Dict[str,
             shutil.rmtree(mdir / tool, ignore_errors=True)
     return results
 
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _ms(v: float) -> str:

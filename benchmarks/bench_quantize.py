@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import format_table, median, time_round_robin, use_zoo  # noqa: E402
+from _util import ChildError, error_line, format_table, log, median, run_child, time_round_robin, use_zoo  # noqa: E402
 
 MODELS = ("digits_cnn", "minilm")
 
@@ -286,41 +286,11 @@ def child_latency(spec: str, runs: int, warmup: int, min_time: float) -> None:
 # driver side
 # ------------------------------------------------------------------------------------------------
 
-class ChildError(RuntimeError):
-    """A child process failed; the message is a one-line reason."""
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _one_line(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if not ln.startswith(("File ", "^", "~")) and (":" in ln or "Error" in ln):
-            return " ".join(ln.split())[:400]
-    return lines[-1][:400] if lines else "no error output"
-
-
 def _short(msg: str, limit: int = 110) -> str:
     """A one-line error without onnxruntime's boilerplate and temporary paths."""
     msg = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", " ".join(msg.split()))
     msg = re.sub(r"\S*edgec-bench-quant-\w+/", "", msg)
     return msg[:limit]
-
-
-def run_child(args: Sequence[str], timeout: float) -> Dict[str, Any]:
-    """Run this script with ``args`` in a fresh interpreter; return the JSON record it printed."""
-    try:
-        proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise ChildError(f"timed out after {timeout:.0f}s") from None
-    if proc.returncode != 0:
-        raise ChildError(_short(_one_line(proc.stderr)))
-    try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        raise ChildError("no result printed") from None
 
 
 def folder_bytes(path: Path) -> int:
@@ -335,7 +305,7 @@ def quantize(method: str, src: str, cal: str, out: Path, timeout: float) -> Dict
     t0 = time.perf_counter()
     if tool == "ort":
         try:
-            run_child(["--ort", method, src, cal, str(out)], timeout)
+            run_child(__file__, ["--ort", method, src, cal, str(out)], timeout, _short)
         except ChildError as e:
             return {"fail": str(e)}
     else:
@@ -349,7 +319,7 @@ def quantize(method: str, src: str, cal: str, out: Path, timeout: float) -> Dict
         if proc.returncode != 0:
             if edgec_flag_missing(proc.stderr):
                 return {"na": NA_FLAG}
-            return {"fail": _short(_one_line(proc.stderr))}
+            return {"fail": _short(error_line(proc.stderr, 400))}
     wall = time.perf_counter() - t0
     if not out.exists():
         return {"fail": "wrote no model"}
@@ -360,13 +330,13 @@ def bench_model(name: str, methods: Sequence[str], args: argparse.Namespace, wor
     mdir = workdir / name
     mdir.mkdir(parents=True)
     t0 = time.perf_counter()
-    prep = run_child(["--prepare", name, str(mdir)], args.timeout)
+    prep = run_child(__file__, ["--prepare", name, str(mdir)], args.timeout, _short)
     log(f"[{name}] prepared in {time.perf_counter() - t0:.1f}s: {prep}")
     src, cal = prep["src"], str(mdir / "cal.npz")
     res: Dict[str, Dict[str, Any]] = {"float": {"bytes": folder_bytes(Path(src))}}
-    res["float"].update(run_child(["--evaluate", name, src, str(mdir)], args.timeout))
+    res["float"].update(run_child(__file__, ["--evaluate", name, src, str(mdir)], args.timeout, _short))
     if name == "minilm" and args.check_reference:
-        res["float"]["reference"] = run_child(["--reference", str(mdir)], args.timeout)
+        res["float"]["reference"] = run_child(__file__, ["--reference", str(mdir)], args.timeout, _short)
         log(f"[{name}] float export vs sentence-transformers: {res['float']['reference']}")
     paths = {"float": src}
     for method in methods:
@@ -377,7 +347,7 @@ def bench_model(name: str, methods: Sequence[str], args: argparse.Namespace, wor
         if "time" in rec:
             rec["bytes"] = folder_bytes(out)
             try:
-                rec.update(run_child(["--evaluate", name, str(out), str(mdir)], args.timeout))
+                rec.update(run_child(__file__, ["--evaluate", name, str(out), str(mdir)], args.timeout, _short))
                 paths[method] = str(out)
             except ChildError as e:
                 rec["fail"] = f"ORT: {e}"
@@ -386,8 +356,8 @@ def bench_model(name: str, methods: Sequence[str], args: argparse.Namespace, wor
     spec = mdir / "latency.json"
     spec.write_text(json.dumps({"inputs": str(mdir / "latency.npz"), "models": paths}))
     try:
-        lat = run_child(["--latency", str(spec), "--runs", str(args.runs), "--warmup", str(args.warmup),
-                         "--min-time", str(args.min_time)], args.timeout)
+        lat = run_child(__file__, ["--latency", str(spec), "--runs", str(args.runs), "--warmup", str(args.warmup),
+                         "--min-time", str(args.min_time)], args.timeout, _short)
     except ChildError as e:
         lat = {m: {"fail": f"latency: {e}"} for m in paths}
     for m, r in lat.items():
