@@ -45,8 +45,20 @@ _C_KEYWORDS = frozenset("""auto break case char const continue default do double
 inline int long register restrict return short signed sizeof static struct switch typedef union unsigned void
 volatile while _Bool _Complex _Imaginary main NULL""".split())
 
-_CTYPES = {DType.FLOAT: "float", DType.INT64: "int64_t", DType.INT32: "int32_t"}
-_DTNAME = {DType.FLOAT: "float32", DType.INT64: "int64", DType.INT32: "int32"}
+#: C element type, name in the report, and byte size of every dtype the back end stores. Bool is one
+#: byte (0 or 1) as in ONNX, stored as ``uint8_t`` so no C99 ``_Bool`` conversion rules apply.
+_CTYPES = {DType.FLOAT: "float", DType.DOUBLE: "double", DType.INT64: "int64_t", DType.INT32: "int32_t",
+           DType.INT16: "int16_t", DType.INT8: "int8_t", DType.UINT8: "uint8_t", DType.UINT16: "uint16_t",
+           DType.UINT32: "uint32_t", DType.UINT64: "uint64_t", DType.BOOL: "uint8_t"}
+_DTNAME = {DType.FLOAT: "float32", DType.DOUBLE: "float64", DType.INT64: "int64", DType.INT32: "int32",
+           DType.INT16: "int16", DType.INT8: "int8", DType.UINT8: "uint8", DType.UINT16: "uint16",
+           DType.UINT32: "uint32", DType.UINT64: "uint64", DType.BOOL: "bool"}
+_ITEMSIZE = {DType.FLOAT: 4, DType.DOUBLE: 8, DType.INT64: 8, DType.INT32: 4, DType.INT16: 2, DType.INT8: 1,
+             DType.UINT8: 1, DType.UINT16: 2, DType.UINT32: 4, DType.UINT64: 8, DType.BOOL: 1}
+
+
+def _nbytes(v: Value) -> int:
+    return _ITEMSIZE[_dtype(v)] * int(v.type.shape.numel())  # type: ignore[union-attr]
 
 
 def c_identifier(name: str, taken: set) -> str:
@@ -135,15 +147,15 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
         if v.is_initializer():
             continue  # overridable initializer: used as a constant
         dt = _dtype(v)
-        if dt not in (DType.FLOAT, DType.INT64, DType.INT32):
-            raise UnsupportedModelError(f"C target: input '{v.name}' has type {dt.name} (float32, int64, int32 only)")
+        if dt not in _CTYPES:
+            raise UnsupportedModelError(f"C target: input '{v.name}' has unsupported type {dt.name}")
         t = _Tensor(v, c_identifier(v.name, taken), "input")
         tensors[id(v)] = t
         in_params.append(t)
     out_names = []
     for v in g.outputs:
-        if _dtype(v) != DType.FLOAT:
-            raise UnsupportedModelError(f"C target: output '{v.name}' has type {_dtype(v).name} (float32 only)")
+        if _dtype(v) not in _CTYPES:
+            raise UnsupportedModelError(f"C target: output '{v.name}' has unsupported type {_dtype(v).name}")
         out_names.append(c_identifier(v.name, taken))
     for v in g.initializers.values():
         if id(v) not in tensors:
@@ -180,21 +192,23 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
         for v in n.outputs:
             if v is None:
                 continue
-            if _dtype(v) != DType.FLOAT:
+            if _dtype(v) not in _CTYPES:
                 raise UnsupportedModelError(f"C target: node '{n.name}' ({n.qualified_op}) produces "
-                                            f"{_dtype(v).name} '{v.name}' (float32 only)")
+                                            f"{_dtype(v).name} '{v.name}' (unsupported type)")
             if id(v) in direct:
                 t = _Tensor(v, direct[id(v)], "output")
             else:
-                t = _Tensor(v, c_identifier(v.name, taken), "arena", size=4 * int(v.type.shape.numel()))
+                t = _Tensor(v, c_identifier(v.name, taken), "arena", size=_nbytes(v))
             t.first = t.last = i
             tensors[id(v)] = t
         code = K.GENERATORS[(n.domain, n.op_type)](n, kctx)
+        if not code.typed:  # a float-only generator: it has not checked the element types itself
+            for v in [*code.operands, *(o for o in n.outputs if o is not None)]:
+                dt = _dtype(v)
+                if dt != DType.FLOAT and not (n.op_type == "Gather" and v is n.input(1)):
+                    raise UnsupportedModelError(f"C target: node '{n.name}' ({n.qualified_op}) on {dt.name} "
+                                                f"'{v.name}' (this kernel is float32 only)")
         for v in code.operands:
-            dt = _dtype(v)
-            if dt != DType.FLOAT and not (n.op_type == "Gather" and v is n.input(1)):
-                raise UnsupportedModelError(f"C target: node '{n.name}' ({n.qualified_op}) reads {dt.name} "
-                                            f"'{v.name}' (float32 only)")
             t = tensor_of(v)
             r = t.root if t.kind == "view" else t
             r.last = max(r.last, i)
@@ -240,6 +254,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
                 r = s.root if s.kind == "view" else s
                 same_root = [u for u in code.operands if _root(tensor_of(u)) is r]
                 if r.kind == "arena" and r.last == t.first and r.size == t.size and \
+                        _dtype(r.value) == _dtype(t.value) and \
                         all(K.KernelContext.dims(u) == K.KernelContext.dims(t.value) for u in same_root):
                     inplace = r.cname
                     break
@@ -267,7 +282,8 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
         hdr += [f"/* {what} '{v.name}': {_DTNAME[_dtype(v)]} [{', '.join(map(str, dims))}] */",
                 f"#define {m}_RANK {len(dims)}", f"#define {m}_SHAPE {{{', '.join(map(str, dims)) or '1'}}}",
                 f"#define {m}_SIZE {int(np.prod(dims, dtype=np.int64))}"]
-    params = [f"const {_CTYPES[_dtype(t.value)]}* {t.cname}" for t in in_params] + [f"float* {o}" for o in out_names]
+    params = [f"const {_CTYPES[_dtype(t.value)]}* {t.cname}" for t in in_params] + \
+        [f"{_CTYPES[_dtype(v)]}* {o}" for v, o in zip(g.outputs, out_names)]
     plist = ", ".join(params) if params else "void"
     hdr += ["",
             "/* Runs the model; input and output buffers must not overlap. Returns 0. Not reentrant"
@@ -285,10 +301,16 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
         dims = "x".join(str(d) for d in w.value.const.dims) or "scalar"
         if ct == "float":
             items = [K.flit(x) for x in arr.astype(np.float32).tolist()]
+        elif ct == "double":
+            items = [K.dlit(x) for x in arr.astype(np.float64).tolist()]
         else:
-            items = [str(int(x)) for x in arr.tolist()]
+            items = [str(int(x)) for x in arr.astype(np.int64 if ct != "uint64_t" else np.uint64).tolist()]
             if ct == "int64_t":
-                items = [f"INT64_C({x})" for x in items]
+                items = [f"INT64_C({x})" if int(x) != -2**63 else "INT64_MIN" for x in items]
+            elif ct == "uint64_t":
+                items = [f"UINT64_C({x})" for x in items]
+            elif ct == "int32_t":
+                items = [x if int(x) != -2**31 else "INT32_MIN" for x in items]
         lines = [", ".join(items[i:i + 8]) for i in range(0, len(items), 8)]
         body = ",\n    ".join(lines)
         return (f"/* '{w.value.name}' [{dims}] */\n{storage}const {ct} {w.cname}[{max(1, arr.size)}] = {{\n"
@@ -345,7 +367,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
         outs = [v for v in n.outputs if v is not None]
         rec = {"index": i, "node": n.name, "op": n.qualified_op,
                "output_shape": [int(d) for d in outs[0].type.shape.dims] if outs else [],
-               "output_bytes": sum(4 * int(v.type.shape.numel()) for v in outs), "macs": 0}
+               "output_bytes": sum(_nbytes(v) for v in outs), "macs": 0}
         if code is None:
             rec["view_of"] = n.input(0).name
             layers.append(rec)
@@ -360,7 +382,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
         for j, v in enumerate(n.outputs):
             if v is None:
                 continue
-            ps.append(f"float* {restrict}y{j}")
+            ps.append(f"{_CTYPES[_dtype(v)]}* {restrict}y{j}")
             args.append(ptr(v))
         body = code.body
         voids = "".join(f"    (void){p.split()[-1]};\n" for p in ps if not re.search(rf"\b{p.split()[-1]}\b", body))
@@ -380,12 +402,13 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
     run = [f"int {name}_run_with_arena({', '.join(params + ['void* arena'])})", "{"]
     run += [f"    (void){t.cname};" for t in in_params] + [f"    (void){o};" for o in out_names]
     if arena:
-        run += ["    float* const base = (float*)arena;",
+        run += ["    unsigned char* const base = (unsigned char*)arena;",
                 "    if (arena == NULL || ((uintptr_t)arena & (uintptr_t)15) != 0) return -1;"]
     else:
         run.append("    (void)arena;")
     for t in sorted(arena, key=lambda t: (t.first, t.cname)):
-        run.append(f"    float* const {t.cname} = base + {plan.offsets[t.cname] // 4}; /* '{t.value.name}' */")
+        ct = _CTYPES[_dtype(t.value)]
+        run.append(f"    {ct}* const {t.cname} = ({ct}*)(void*)(base + {plan.offsets[t.cname]}); /* '{t.value.name}' */")
     run += calls
     for v, oname in copies:
         t = tensor_of(v)
@@ -394,7 +417,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
     run += ["    return 0;", "}", ""]
     c += run
     call_args = [t.cname for t in in_params] + out_names
-    c += [f"static float {name}_arena[{max(1, arena_bytes // 4)}] EDGEC_ALIGNED;", "",
+    c += [f"static unsigned char {name}_arena[{max(1, arena_bytes)}] EDGEC_ALIGNED;", "",
           f"int {name}_run({plist})", "{",
           f"    return {name}_run_with_arena({', '.join(call_args + [name + '_arena'])});", "}", ""]
     c_text = "\n".join(c)
@@ -407,7 +430,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
         "name": name, "source": source, "edgec_version": __version__,
         "inputs": [{"name": t.value.name, "c_name": t.cname, "dtype": _DTNAME[_dtype(t.value)],
                     "shape": [int(d) for d in t.value.type.shape.dims]} for t in in_params],
-        "outputs": [{"name": v.name, "c_name": o, "shape": [int(d) for d in v.type.shape.dims]}
+        "outputs": [{"name": v.name, "c_name": o, "dtype": _DTNAME[_dtype(v)], "shape": [int(d) for d in v.type.shape.dims]}
                     for v, o in zip(g.outputs, out_names)],
         "memory": {"arena_bytes": arena_bytes, "lower_bound_bytes": int(plan.lower_bound_bytes),
                    "strategy": plan.strategy, "alignment": ALIGN, "buffers": len(buffers),

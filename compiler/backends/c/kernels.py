@@ -23,7 +23,7 @@ from ...errors import UnsupportedModelError
 from ...ir import Node, Value
 from ...ir.dtypes import DType
 
-__all__ = ["NodeCode", "KernelContext", "GENERATORS", "HELPERS", "VIEW_OPS", "flit", "act_helper"]
+__all__ = ["NodeCode", "KernelContext", "GENERATORS", "HELPERS", "VIEW_OPS", "flit", "dlit", "act_helper"]
 
 
 # --- literals and small utilities ---------------------------------------------------------------
@@ -40,6 +40,16 @@ def flit(v: float) -> str:
     if "." in mant:
         mant = mant.rstrip("0").rstrip(".")
     return f"{mant}p{exp}f"
+
+
+def dlit(v: float) -> str:
+    """An exact C double literal (hex float) of a float64 value."""
+    f = float(v)
+    if math.isnan(f):
+        return "((double)NAN)"
+    if math.isinf(f):
+        return "((double)INFINITY)" if f > 0 else "(-(double)INFINITY)"
+    return f.hex()
 
 
 def _prod(xs: Sequence[int]) -> int:
@@ -373,6 +383,9 @@ class NodeCode:
     acts: List[str] = field(default_factory=list)
     inplace: bool = False
     macs: int = 0
+    #: True when the generator checked the element types of its operands and outputs itself;
+    #: otherwise the emitter accepts float32 only (plus Gather indices).
+    typed: bool = False
 
 
 class KernelContext:
