@@ -35,6 +35,19 @@ from ...ir.shapes import infer_shapes
 from ...units import human_bytes
 from . import kernels as K
 
+
+def _load_kernel_modules() -> None:
+    """Import every ``kernels_*`` module of this package: each registers its generators and helpers."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules([os.path.dirname(__file__)]), key=lambda i: i.name):
+        if info.name.startswith("kernels_"):
+            importlib.import_module(f"{__package__}.{info.name}")
+
+
+_load_kernel_modules()
+
 __all__ = ["CCode", "generate_c", "write_c", "c_identifier", "WEIGHTS_SPLIT_BYTES"]
 
 #: Weights above this many bytes go to ``<name>_weights.c``.
@@ -346,7 +359,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
             for d in K.HELPER_DEPS.get(h, ()) + (h,):
                 if d not in helpers:
                     helpers.append(d)
-    order = ["act", "conv", "gemm", "pool", "global_pool", "softmax", "layernorm", "batchnorm"]
+    order = ["act", *K.HELPERS]  # dependencies first: helpers are registered after those they call
     helpers.sort(key=order.index)
     if helpers:
         c.append("/* --- kernels --- */")
