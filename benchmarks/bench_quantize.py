@@ -29,6 +29,11 @@ imports, quantization and save, for every tool alike). A goal table for edgec fo
     python benchmarks/bench_quantize.py
     python benchmarks/bench_quantize.py --models digits_cnn --methods ort-static-s8s8,edgec-int8
     python benchmarks/bench_quantize.py --check-reference   # + float export vs sentence-transformers
+    python benchmarks/bench_quantize.py --models digits_cnn --profile   # + where onnxruntime spends the time
+
+``--profile`` adds, per model, the kernels onnxruntime runs after its optimizations (are the QDQ
+groups fused into QLinearConv / QGemm / MatMulIntegerToFloat / QLinearMatMul?) and their time (ORT
+profiler, 1 thread, median per run, per node and summed by op type).
 """
 
 from __future__ import annotations
@@ -282,6 +287,65 @@ def child_latency(spec: str, runs: int, warmup: int, min_time: float) -> None:
     print(json.dumps(out))
 
 
+def child_profile(spec: str, runs: int) -> None:
+    """Per model of ``spec``: kernel time of every node ORT runs (after its optimizations), by op type."""
+    import collections
+
+    import numpy as np
+    import onnxruntime as ort
+
+    cfg = json.loads(Path(spec).read_text())
+    data = np.load(cfg["inputs"])
+    out: Dict[str, Any] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="edgec-bench-prof-"))
+    try:
+        for label, path in cfg["models"].items():
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            so.inter_op_num_threads = 1
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.log_severity_level = 3
+            so.enable_profiling = True
+            so.profile_file_prefix = str(tmp / label)
+            try:
+                sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+                feeds = _feeds(sess, data)
+                for _ in range(runs):
+                    sess.run(None, feeds)
+                prof = sess.end_profiling()
+            except Exception as e:  # noqa: BLE001 - report, don't crash
+                out[label] = {"fail": " ".join(str(e).split())[:160]}
+                continue
+            per_node: Dict[Tuple[str, str], List[float]] = collections.defaultdict(list)
+            for e in json.loads(Path(prof).read_text()):
+                if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                    per_node[(e["args"]["op_name"], e["name"])].append(float(e["dur"]))
+            by_op: Dict[str, List[float]] = collections.defaultdict(list)  # per node, in execution order
+            for (op, _), ds in per_node.items():
+                by_op[op].append(median(ds))
+            out[label] = {"us": dict(by_op)}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(out))
+
+
+def profile_lines(name: str, prof: Dict[str, Any]) -> List[str]:
+    """Readable lines of one model's --profile record."""
+    lines = [f"### {name}: onnxruntime kernel time by op type, us per run (median; [per node, in execution "
+             f"order]), in the graph ORT runs after its optimizations (profiled one model at a time: noisier "
+             f"than the round-robin latency)"]
+    for label, r in prof.items():
+        if "fail" in r:
+            lines.append(f"{METHODS[label][1]}: FAIL {r['fail']}")
+            continue
+        total = sum(sum(v) for v in r["us"].values())
+        ops = sorted(r["us"].items(), key=lambda kv: -sum(kv[1]))
+        cells = ", ".join(f"{op} {sum(us):.0f}" + (f" [{' + '.join(f'{u:.0f}' for u in us)}]" if len(us) > 1 else "")
+                          for op, us in ops)
+        lines.append(f"{METHODS[label][1]}: {total:.0f} us: {cells}")
+    return lines
+
+
 # ------------------------------------------------------------------------------------------------
 # driver side
 # ------------------------------------------------------------------------------------------------
@@ -365,6 +429,12 @@ def bench_model(name: str, methods: Sequence[str], args: argparse.Namespace, wor
             res[m]["fail"] = r["fail"]
         else:
             res[m]["ms"] = r["ms"]
+    if args.profile:
+        try:
+            res["_profile"] = run_child(__file__, ["--profile-ops", str(spec), "--runs", str(args.profile_runs)],
+                                        args.timeout, _short)
+        except ChildError as e:
+            log(f"[{name}] profile failed: {e}")
     res["_info"] = prep
     return res
 
@@ -463,6 +533,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--timeout", type=float, default=600, help="seconds before a child process is killed")
     ap.add_argument("--check-reference", action="store_true",
                     help="also compare the float MiniLM export with sentence-transformers (slow import)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also show ORT's optimized graph (node counts) and kernel time by op type per model")
+    ap.add_argument("--profile-runs", type=int, default=50, help="profiled runs per model (--profile)")
     ap.add_argument("--out", metavar="FILE", help="also write the report to FILE")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (path printed on stderr)")
     ap.add_argument("--prepare", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
@@ -470,6 +543,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--evaluate", nargs=3, metavar=("NAME", "MODEL", "DIR"), help=argparse.SUPPRESS)
     ap.add_argument("--reference", metavar="DIR", help=argparse.SUPPRESS)
     ap.add_argument("--latency", metavar="SPEC", help=argparse.SUPPRESS)
+    ap.add_argument("--profile-ops", metavar="SPEC", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.prepare:
         child_prepare(*args.prepare)
@@ -485,6 +559,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args.latency:
         child_latency(args.latency, runs=args.runs, warmup=args.warmup, min_time=args.min_time)
+        return 0
+    if args.profile_ops:
+        child_profile(args.profile_ops, runs=args.runs)
         return 0
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -509,6 +586,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     infos = {n: all_res[n].pop("_info", {}) for n in all_res}
+    profiles = {n: all_res[n].pop("_profile", None) for n in all_res}
     parts = [f"## edgec --quantize vs onnxruntime.quantization: same float models, same calibration .npz; "
              f"latency = ORT CPU 1 thread, ORT_ENABLE_ALL, median of >= {args.runs} runs (>= {args.min_time:g} s), "
              f"batch {', '.join(f'{n} {LATENCY_BATCH[n]}' for n in all_res)}; quant time = whole fresh process"]
@@ -527,6 +605,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parts.append(f"## edgec goals (latency slack {args.latency_tol:.0%}; the reference is the best of the ORT "
                  f"counterparts: int8 <-> static S8S8/U8S8, dynamic <-> dynamic, int4-weights <-> MatMulNBits)")
     parts.append(format_table(*goal_rows(all_res, args.latency_tol)))
+    for n, prof in profiles.items():
+        if prof:
+            parts.append("\n".join(profile_lines(n, prof)))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     parts.append(f"total wall time: {(time.perf_counter() - t_start) / 60:.1f} min on {os.cpu_count()} cores; "
                  f"1-min load average at end {load:.2f}")

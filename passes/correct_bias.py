@@ -293,7 +293,8 @@ class CorrectBias(Pass):
       input of the float model and of the model with already-corrected quantized weights upstream
       (one run per layer depth; exact for the linear part, includes upstream error).
 
-    Weights stay float (the quantize pass quantizes them the same way). Report
+    ``exclude``: names of layers left alone (as the quantize pass's ``exclude``: layers kept float
+    must keep their bias). Weights stay float (the quantize pass quantizes them the same way). Report
     ``ctx.reports['bias-correction']``: ``{'layers': {node: max |correction|}, 'empirical': bool}``.
     """
 
@@ -304,6 +305,7 @@ class CorrectBias(Pass):
     bits: int = 8
     per_channel: bool = True
     reduce_range: bool = False
+    exclude: List[str] = []
 
     def run(self, model: Model, ctx: PassContext) -> bool:
         data = ctx.resources.get("calibration")
@@ -312,7 +314,8 @@ class CorrectBias(Pass):
                                    "ctx.resources['calibration'])")
         if self.bits not in (8, 4):
             raise EdgecError(f"correct-bias: bits={self.bits} is not supported (8 or 4)")
-        layers = find_layers(model)
+        skip = set(self.exclude)
+        layers = [l for l in find_layers(model) if l.node.name not in skip]
         if not layers:
             return False
         per_channel = self.per_channel and (model.opset("") or 0) >= 13  # as the quantize pass

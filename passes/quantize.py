@@ -9,6 +9,12 @@ Layout emitted around a quantized Conv (Gemm, MatMul, their edgec Fused forms al
 which onnxruntime fuses into QLinearConv / QLinearMatMul / QGemm (MatMulIntegerToFloat when the
 MatMul output stays float).
 
+The file stays small without losing those fusions (tests/quant/test_ort_fusion.py): Conv and
+MatMul weight DequantizeLinears have no zero-point input (0 is the default; QGemm needs Gemm's),
+a Relu feeding a QuantizeLinear whose zero point is the type's minimum is dropped (the
+saturation does its work, exactly), int8 weights keep the float tensor's name and what the pass
+adds has short names.
+
 Which tensors get an 8-bit scale (demand-driven: a tensor is quantized because an integer kernel
 reads it, never just because it could be):
 
@@ -51,11 +57,12 @@ from edgec.ir.dtypes import DType
 from edgec.ir.types import QuantParams, Shape, TensorType
 from edgec.passmanager import Pass, PassContext, register_pass
 from edgec.quant import scheme
-from edgec.quant.qdq import insert_qdq, quantized_constant, quantized_weight, require_opset, dequantize_node
+from edgec.quant.qdq import (adopt_source_names, dequantize_node, insert_qdq, quantized_constant, quantized_weight,
+                             require_opset)
 from edgec.rewrite import constant_value
 
 __all__ = ["Quantize", "weight_axis", "MOVERS", "COMPUTE_OPS", "DEFAULT_OPS", "DEFAULT_KEEP_FLOAT",
-           "initializer_bytes", "edgec_base_op"]
+           "initializer_bytes", "edgec_base_op", "STATS_CACHE", "NO_WEIGHT_ZERO_POINT"]
 
 #: Ops with a weight (input 1) and optional bias (input 2): op -> base op.
 COMPUTE_OPS = {"Conv": "Conv", "ConvTranspose": "ConvTranspose", "Gemm": "Gemm", "MatMul": "MatMul",
@@ -69,6 +76,17 @@ MOVERS: Dict[str, Optional[Tuple[int, ...]]] = {
     "MaxPool": (0,), "Concat": None, "Slice": (0,), "Gather": (0,), "Pad": (0,), "Split": (0,),
     "Resize": (0,),
 }
+#: Base ops whose weight DequantizeLinear goes without its (all-zero) zero point: onnxruntime still
+#: fuses them (QLinearConv, QLinearMatMul, MatMulIntegerToFloat), which it does not for Gemm (QGemm
+#: needs the weight's zero point; ConvTranspose runs in float either way).
+#: Checked per op by tests/quant/test_ort_fusion.py.
+NO_WEIGHT_ZERO_POINT = {"Conv", "MatMul"}
+#: ``ctx.resources`` key of a dict the quantize pass keeps calibration statistics in, by tensor
+#: name. A driver that quantizes copies of one float model on one calibration set several times
+#: (the --max-drop search and sensitivity: one candidate per excluded-layer set) passes the same
+#: dict to every run, so the data goes through the model once. Only valid while the model the pass
+#: sees is the same every time (not after correct-bias, whose corrections depend on the candidate).
+STATS_CACHE = "quantize.statistics"
 #: Constant Gather tables with fewer elements stay float (nothing to gain).
 GATHER_MIN_ELEMENTS = 1024
 DEFAULT_OPS = list(COMPUTE_OPS) + list(ARITH_OPS) + list(MOVERS)
@@ -253,6 +271,38 @@ def _mask_values(model: Model) -> Set[int]:
     return out
 
 
+def _drop_saturated_relus(g: Any, consts: Any) -> int:
+    """Remove ``Relu -> QuantizeLinear`` Relus whose work the QuantizeLinear already does: with the
+    zero point at the type's minimum every negative input saturates to it (exact; onnxruntime
+    drops them at load too, so this only saves the node in the file)."""
+    done = 0
+    for q in list(g):
+        if q.op_type != "QuantizeLinear" or q.domain != "" or len(q.inputs) < 3:
+            continue
+        x, zpv = q.input(0), q.input(2)
+        p = x.producer if x is not None else None
+        if p is None or x.is_graph_output() or len(x.uses()) != 1:
+            continue
+        plain = p.op_type == "Relu" and p.domain == "" and p.input(0) is not None
+        act = p.attr("activation", "") if p.domain == "edgec" and p.op_type.startswith("Fused") else ""
+        fused = (act.decode() if isinstance(act, bytes) else act) == "Relu"
+        if not (plain or fused):
+            continue
+        zp = constant_value(zpv) if zpv is not None else None
+        if zp is None or np.size(zp) != 1 or np.asarray(zp).dtype not in (np.uint8, np.int8):
+            continue
+        if int(np.asarray(zp).reshape(-1)[0]) != int(np.iinfo(np.asarray(zp).dtype).min):
+            continue
+        if plain:
+            q.set_input(0, p.input(0))
+            g.remove(p)
+        else:  # FusedConv{activation=Relu}: the lowering would emit the Relu node
+            p.attrs.pop("activation", None)
+            p.attrs.pop("activation_params", None)
+        done += 1
+    return done
+
+
 def _mover_ok(node: Node) -> bool:
     """A data mover we can keep in int8: float data, no extra semantics that break sharing."""
     if node.op_type == "MaxPool" and any(o is not None and o.has_uses() for o in node.outputs[1:]):
@@ -354,7 +404,7 @@ class Quantize(Pass):
         if not plan["compute"] and not plan["arith"] and not plan["members"]:
             ctx.warn("quantize: no quantizable op found")
             return False
-        params = self._calibrate(model, data, plan, adtype, warnings)
+        params = self._calibrate(model, data, plan, adtype, warnings, ctx.resources.get(STATS_CACHE))
         bytes_before = initializer_bytes(model)
         report_nodes = self._rewrite(model, plan, params, per_channel, wdtype, adtype, warnings)
         after = initializer_bytes(model)
@@ -474,14 +524,23 @@ class Quantize(Pass):
                 "movers": [n for n in movers if id(n) in chosen], "qin": qin, "int8_ops": int8_ops}
 
     # --- ranges ---------------------------------------------------------------------------------
-    def _calibrate(self, model: Model, data: Any, plan: Dict[str, Any], adtype: DType,
-                   warnings: List[str]) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
+    def _calibrate(self, model: Model, data: Any, plan: Dict[str, Any], adtype: DType, warnings: List[str],
+                   cache: Optional[Dict[Any, Any]] = None) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
         from edgec.quant.collect import collect_statistics
         from edgec.quant.observers import compute_range
 
         members: List[Value] = plan["members"]
         names = sorted({v.name for v in members})
-        stats = collect_statistics(model, data, names, histogram=self.method != "minmax", progress=False)
+        histogram = self.method != "minmax"
+        if cache is None:
+            stats = collect_statistics(model, data, names, histogram=histogram, progress=False)
+        else:  # the driver's promise: same float model and data on every run (--max-drop candidates)
+            key = (histogram, self.samples)
+            missing = [nm for nm in names if (key, nm) not in cache]
+            if missing:
+                got = collect_statistics(model, data, missing, histogram=histogram, progress=False)
+                cache.update({(key, nm): st for nm, st in got.items()})
+            stats = {nm: cache[(key, nm)] for nm in names if (key, nm) in cache}
         out: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
         for root, vals in plan["uf"].groups().items():
             los, his = [], []
@@ -554,7 +613,9 @@ class Quantize(Pass):
                 insert_qdq(g, v, s, z, adtype, uses=list(dict.fromkeys(uses)))
         if self.gather_tables:
             report.extend(self._quantize_tables(model, consts, warnings))
+        _drop_saturated_relus(g, consts)
         consts.sweep()
+        adopt_source_names(g)  # int8 "features.4.weight" instead of "features.4.weight_q"
         return report
 
     def _quantize_tables(self, model: Model, consts: Any, warnings: List[str]) -> List[Dict[str, Any]]:
@@ -584,7 +645,7 @@ class Quantize(Pass):
                 rank = len(idx.shape.dims) + table.ndim - 1
             axis = rank - 1 if rank is not None else -1
             gather = Node("Gather", [qt, idx], 1, {"axis": 0}, name=n.name)
-            gather.outputs[0].name = g.new_name(o.name + "_quantized")
+            gather.outputs[0].name = g.new_name("gathered")
             gather.outputs[0].type = TensorType(DType.INT8, o.shape if o.shape is not None else Shape(None),
                                                 QuantParams(scale, zp, axis))
             g.insert_before(n, gather)
@@ -628,7 +689,8 @@ class Quantize(Pass):
                     warnings.append(f"{n.name}: bias '{bv.name}' overflows int32 at scale s_in*s_w in "
                                     f"{len(fixed)} channel(s); enlarged their weight scale")
                 qbias = bq
-        dq_w = quantized_weight(g, wv, scale, zp, wdtype, axis, before=n, array=w)
+        dq_w = quantized_weight(g, wv, scale, zp, wdtype, axis, before=n, array=w,
+                                zero_point=False if base in NO_WEIGHT_ZERO_POINT else None)
         n.set_input(1, dq_w)
         consts.note(wv)
         qbytes = dq_w.producer.input(0).const.nbytes

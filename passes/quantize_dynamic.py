@@ -28,7 +28,7 @@ from edgec.ir.tensor import ArrayTensor
 from edgec.ir.types import QuantParams, Shape, TensorType
 from edgec.passmanager import Pass, PassContext, register_pass
 from edgec.quant import scheme
-from edgec.quant.qdq import gather_table, quantized_gather, require_opset
+from edgec.quant.qdq import adopt_source_names, gather_table, quantized_gather, require_opset
 from edgec.rewrite import constant_value
 
 __all__ = ["QuantizeDynamic"]
@@ -79,6 +79,7 @@ class QuantizeDynamic(Pass):
             if entry is not None:
                 report.append(entry)
         consts.sweep()
+        adopt_source_names(g)  # an int8 table takes the float one's name
         after = initializer_bytes(model)
         ctx.stat("quantized-nodes", len(report))
         ctx.reports["quantization"] = {"mode": "dynamic", "nodes": report, "warnings": [],

@@ -36,7 +36,7 @@ from edgec.ir.dtypes import DType
 from edgec.ir.types import Shape, TensorType
 from edgec.passmanager import Pass, PassContext, register_pass
 from edgec.quant import scheme
-from edgec.quant.qdq import gather_table, quantized_gather, quantized_weight, require_opset
+from edgec.quant.qdq import adopt_source_names, gather_table, quantized_gather, quantized_weight, require_opset
 from edgec.rewrite import constant_value
 
 __all__ = ["QuantizeWeights", "pack_nbits"]
@@ -117,6 +117,7 @@ class QuantizeWeights(Pass):
         for e in report:
             consts.note(*e.pop("_old", []))
         consts.sweep()
+        adopt_source_names(g)  # the int8/int4 tensor takes the float one's name
         after = initializer_bytes(model)
         ctx.stat("quantized-weights", len(report))
         ctx.reports["quantization"] = {"mode": "weight-only", "nodes": report, "warnings": [],

@@ -2,7 +2,9 @@
 
 - :class:`Evaluator` runs the float model once over evaluation data (batch by batch, outputs kept
   in memory up to a cap, else recomputed) and compares any candidate with it: top-1 (when the data
-  carry labels), mean/min cosine similarity per sample, SQNR in dB, max abs error.
+  carry labels), mean/min cosine similarity per sample, SQNR in dB, max abs error, per output;
+  the headline numbers (and the search metric) are those of the *primary* output, the one with
+  the fewest values per sample (logits, a pooled embedding rather than padded per-token states).
 - :class:`Metric` turns those numbers into one *drop* (lower is better) and a bound test:
   ``top1``: points of top-1 lost; ``cosine``: ``1 - mean cosine``; ``sqnr``: the bound is a floor in
   dB (drop = ``-SQNR``, ``--max-drop 30`` means SQNR >= 30 dB).
@@ -30,7 +32,7 @@ from .data import CalibrationData
 from .progress import Progress
 
 __all__ = ["Evaluator", "Comparison", "Metric", "METRICS", "MODES", "QuantConfig", "QuantResult",
-           "quantize_model", "copy_model", "segment_text", "replace_model"]
+           "quantize_model", "copy_model", "segment_text", "replace_model", "primary_output"]
 
 METRICS = ("top1", "cosine", "sqnr")
 MODES = ("int8", "uint8", "dynamic", "int8-weights", "int4-weights")
@@ -88,6 +90,8 @@ def segment_text(cfg: QuantConfig, exclude: Sequence[str] = ()) -> str:
             parts.append("equalize-layers")
         if cfg.bias_correction:
             cb = ([] if cfg.per_channel else ["per-channel=false"]) + (["reduce-range=true"] if cfg.reduce_range else [])
+            if exclude:  # layers kept float keep their bias
+                cb.append("exclude=" + format_option_value(list(exclude)))
             parts.append("correct-bias" + ("{" + ",".join(cb) + "}" if cb else ""))
         if cfg.method != "minmax":
             opts.append(f"method={cfg.method}")
@@ -115,21 +119,15 @@ def segment_text(cfg: QuantConfig, exclude: Sequence[str] = ()) -> str:
 
 # --- comparing outputs ------------------------------------------------------------------------------
 @dataclass
-class Comparison:
-    """Streaming comparison of candidate outputs with float outputs (all graph outputs together)."""
+class _Stats:
+    """Streaming error statistics of one output (or several flattened side by side)."""
 
-    samples: int = 0
     cos: List[float] = field(default_factory=list)
     signal: float = 0.0
     noise: float = 0.0
     max_abs: float = 0.0
-    correct: int = 0
-    labelled: int = 0
 
-    def update(self, ref: Sequence[np.ndarray], got: Sequence[np.ndarray], labels: Optional[np.ndarray]) -> None:
-        n = int(ref[0].shape[0]) if ref and np.ndim(ref[0]) else 1
-        r = np.concatenate([np.asarray(a, np.float64).reshape(n, -1) for a in ref], axis=1)
-        q = np.concatenate([np.asarray(a, np.float64).reshape(n, -1) for a in got], axis=1)
+    def update(self, r: np.ndarray, q: np.ndarray) -> None:
         d = q - r
         self.signal += float(np.sum(r * r))
         self.noise += float(np.sum(d * d))
@@ -140,22 +138,60 @@ class Comparison:
         both_zero = (nr == 0) & (nq == 0)
         cos = np.where(both_zero, 1.0, dot / np.maximum(nr * nq, 1e-300))
         self.cos.extend(float(c) for c in cos)
+
+    def result(self) -> Dict[str, Any]:
+        return {"cosine_mean": float(np.mean(self.cos)) if self.cos else None,
+                "cosine_min": float(np.min(self.cos)) if self.cos else None,
+                "sqnr_db": _sqnr(self.signal, self.noise), "max_abs_error": self.max_abs}
+
+
+def primary_output(ref: Sequence[np.ndarray], n: int) -> int:
+    """Index of the output the headline metrics use: the one with the fewest values per sample
+    (the logits, the pooled sentence embedding: not a padded per-token tensor); ties: the first."""
+    sizes = [int(np.size(a)) // max(n, 1) for a in ref]
+    return int(np.argmin(sizes)) if sizes else 0
+
+
+@dataclass
+class Comparison:
+    """Streaming comparison of candidate outputs with float outputs, per output.
+
+    The headline metrics (and top-1) are those of the ``primary`` output; with several outputs
+    ``result()['outputs']`` has every output's own. Averaging over all outputs at once misleads:
+    a sentence encoder's padded ``last_hidden_state`` drags the cosine of its pooled embedding
+    from 0.99 to 0.89. ``names`` label the outputs (default ``output0``...)."""
+
+    names: Optional[List[str]] = None
+    primary: Optional[int] = None
+    samples: int = 0
+    correct: int = 0
+    labelled: int = 0
+    per_output: List[_Stats] = field(default_factory=list)
+
+    def update(self, ref: Sequence[np.ndarray], got: Sequence[np.ndarray], labels: Optional[np.ndarray]) -> None:
+        n = int(ref[0].shape[0]) if ref and np.ndim(ref[0]) else 1
+        if self.primary is None:
+            self.primary = primary_output(ref, n)
+        if not self.per_output:
+            self.per_output = [_Stats() for _ in ref]
+        for st, a, b in zip(self.per_output, ref, got):
+            st.update(np.asarray(a, np.float64).reshape(n, -1), np.asarray(b, np.float64).reshape(n, -1))
         if labels is not None:
-            pred = _predictions(got[0], n)
+            pred = _predictions(got[self.primary], n)
             self.correct += int(np.sum(pred == np.asarray(labels).reshape(-1)[:len(pred)]))
             self.labelled += len(pred)
         self.samples += n
 
     def result(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {
-            "samples": self.samples,
-            "cosine_mean": float(np.mean(self.cos)) if self.cos else None,
-            "cosine_min": float(np.min(self.cos)) if self.cos else None,
-            "sqnr_db": _sqnr(self.signal, self.noise),
-            "max_abs_error": self.max_abs,
-        }
+        k = self.primary or 0
+        head = self.per_output[k].result() if self.per_output else _Stats().result()
+        out: Dict[str, Any] = {"samples": self.samples, **head}
         if self.labelled:
             out["top1"] = 100.0 * self.correct / self.labelled
+        if len(self.per_output) > 1:
+            names = self.names or [f"output{i}" for i in range(len(self.per_output))]
+            out["primary_output"] = names[k]
+            out["outputs"] = {nm: st.result() for nm, st in zip(names, self.per_output)}
         return out
 
 
@@ -231,6 +267,7 @@ class Evaluator:
         self._float_runner: Optional[ModelRunner] = None
         self._cache: Optional[List[List[np.ndarray]]] = None
         self._cache_bytes = cache_bytes
+        self.primary = 0
         self.float_metrics = self._float_pass()
 
     def _runner(self) -> ModelRunner:
@@ -245,9 +282,11 @@ class Evaluator:
             for n, feeds in self.data.counted_batches(self.batch_size):
                 outs = self._runner().run(feeds)
                 ref = [outs[k] for k in self.outputs]
+                if not seen:
+                    self.primary = primary_output(ref, n)
                 lab = _batch_labels(self.labels, seen, n)
                 if lab is not None:
-                    correct += int(np.sum(_predictions(ref[0], n) == lab[:n]))
+                    correct += int(np.sum(_predictions(ref[self.primary], n) == lab[:n]))
                 seen += n
                 if cache is not None:
                     size += sum(a.nbytes for a in ref)
@@ -260,6 +299,8 @@ class Evaluator:
         out: Dict[str, Any] = {"samples": seen}
         if self.labels is not None and seen:
             out["top1"] = 100.0 * correct / seen
+        if len(self.outputs) > 1:
+            out["primary_output"] = self.outputs[self.primary]
         return out
 
     def float_batches(self, extra: Sequence[str] = ()) -> Any:
@@ -283,7 +324,7 @@ class Evaluator:
     def evaluate(self, model: Model, *, desc: str = "evaluating") -> Dict[str, Any]:
         """Metrics of ``model`` against the float model (keys: top1?, cosine_mean/min, sqnr_db, max_abs_error)."""
         runner = ModelRunner(model, self.outputs, threads=0)
-        cmp = Comparison()
+        cmp = Comparison(names=list(self.outputs), primary=self.primary)
         try:
             with Progress(self.data.num_samples, desc, enabled=self.progress) as bar:
                 for n, feeds, lab, ref, _ in self.float_batches():
@@ -356,6 +397,12 @@ def quantize_model(model: Model, cfg: QuantConfig, *, calibration: Optional[Cali
     res = dict(resources or {})
     if calibration is not None:
         res["calibration"] = calibration
+    if cfg.static and not cfg.bias_correction and (max_drop is not None or sensitivity):
+        from ..passes.quantize import STATS_CACHE
+
+        # every candidate quantizes a copy of the same float model on the same data: one
+        # calibration pass (correct-bias changes the model per candidate, so not then)
+        res.setdefault(STATS_CACHE, {})
     if cfg.static and calibration is None:
         raise EdgecError(f"--quantize {cfg.mode} needs calibration data: pass --calibration FILE "
                          f"(or --calibration synthetic for a smoke test)")

@@ -24,7 +24,8 @@ from ..ir.types import QuantParams, Shape, TensorType
 from .scheme import DTypeLike, as_dtype, quantize_array
 
 __all__ = ["MIN_OPSET", "required_opset", "require_opset", "insert_qdq", "quantized_weight", "quantized_constant",
-           "dequantize_node", "quantize_node", "gather_table", "quantized_gather"]
+           "dequantize_node", "quantize_node", "gather_table", "quantized_gather", "adopt_source_names",
+           "SOURCE_NAME"]
 
 #: Opset needed by feature: Q/DQ themselves, per-axis parameters, blocked parameters / int4 / int16.
 MIN_OPSET = {"qdq": 10, "per_axis": 13, "blocked": 21, "int4": 21, "int16": 21}
@@ -70,6 +71,14 @@ def _place(graph: Graph, node: Node, anchor: Optional[Node], after: bool) -> Non
 
 
 _SHARED = "edgec.qdq_scalars"
+#: ``Value.meta`` key of a quantized initializer: the name of the float tensor it replaces.
+SOURCE_NAME = "edgec.quant_source"
+
+# Names of what this module adds are short on purpose: in a small model they are a good part of
+# the file (a 36 KB int8 CNN held ~4 KB of "<tensor>_QuantizeLinear" style names). Q/DQ nodes and
+# their outputs are numbered ("Q_3", "dq_7"), scales and zero points are "s_*" / "z_*";
+# quantized initializers take the name of the float tensor they replace once it is gone
+# (:func:`adopt_source_names`).
 
 
 def _scalar(graph: Graph, array: np.ndarray, dtype: DType, name: str) -> Value:
@@ -90,11 +99,11 @@ def _scalar(graph: Graph, array: np.ndarray, dtype: DType, name: str) -> Value:
     return v
 
 
-def _params(graph: Graph, scale: np.ndarray, zp: Optional[np.ndarray], dtype: DType, hint: str) -> List[Value]:
-    s = _scalar(graph, np.asarray(scale, np.float32), DType.FLOAT, hint + "_scale")
+def _params(graph: Graph, scale: np.ndarray, zp: Optional[np.ndarray], dtype: DType) -> List[Value]:
+    s = _scalar(graph, np.asarray(scale, np.float32), DType.FLOAT, "s")
     if zp is None:
         return [s]
-    return [s, _scalar(graph, np.asarray(zp), dtype, hint + "_zero_point")]
+    return [s, _scalar(graph, np.asarray(zp), dtype, "z")]
 
 
 def _qattrs(axis: Optional[int], block_size: int, scale: np.ndarray) -> dict:
@@ -110,31 +119,35 @@ def quantize_node(graph: Graph, x: Value, scale: np.ndarray, zp: np.ndarray, dty
                   axis: Optional[int] = None, *, name: str = "") -> Node:
     """A QuantizeLinear node (not yet placed) with a quantized output type."""
     d = as_dtype(dtype)
-    hint = name or x.name or "q"
-    node = Node("QuantizeLinear", [x] + _params(graph, scale, zp, d, hint), 1, _qattrs(axis, 0, scale),
-                name=graph.new_name(hint + "_QuantizeLinear", node_name=True))
+    node = Node("QuantizeLinear", [x] + _params(graph, scale, zp, d), 1, _qattrs(axis, 0, scale),
+                name=graph.new_name("Q", node_name=True))
     shape = x.shape if x.shape is not None else Shape(None)
-    node.outputs[0].name = graph.new_name(hint + "_quantized")
+    node.outputs[0].name = graph.new_name("q")
     node.outputs[0].type = TensorType(d, shape, QuantParams(scale, np.asarray(zp).astype(d.numpy),
                                                             axis if np.ndim(scale) > 0 else None))
     return node
 
 
 def dequantize_node(graph: Graph, q: Value, *, name: str = "", dtype: DType = DType.FLOAT,
-                    params: Optional[Sequence[Value]] = None) -> Node:
+                    params: Optional[Sequence[Value]] = None, zero_point: Optional[bool] = None) -> Node:
     """A DequantizeLinear node (not yet placed) reading the parameters of ``q``'s quantized type
-    (new scale / zero-point initializers, or the given ``params`` values)."""
+    (new scale / zero-point initializers, or the given ``params`` values). ``zero_point``: whether
+    the new parameters include the zero point; default: all but int32 (biases). Leaving out an
+    all-zero zero point is exact (0 is the default) but not every onnxruntime fusion accepts it:
+    its Q/DQ pairs match by (scale, zero point) inputs and QGemm wants the weight's.
+    ``name`` is accepted for compatibility; generated names are short (see the module notes)."""
     t = q.type
     if not isinstance(t, TensorType) or t.quant is None:
         raise EdgecError(f"value '{q.name}' has no quantization parameters")
     qp = t.quant
-    zp_needed = t.dtype != DType.INT32  # ORT matches Q/DQ pairs by their (scale, zero point) inputs
+    if zero_point is None:
+        zero_point = t.dtype != DType.INT32
     if params is None:
-        params = _params(graph, qp.scale, qp.zero_point if zp_needed else None, t.dtype, name or q.name)
+        params = _params(graph, qp.scale, qp.zero_point if zero_point else None, t.dtype)
     ins = [q] + list(params)
     node = Node("DequantizeLinear", ins, 1, _qattrs(qp.axis, qp.block_size, qp.scale),
-                name=graph.new_name((name or q.name) + "_DequantizeLinear", node_name=True))
-    node.outputs[0].name = graph.new_name((name or q.name) + "_dequantized")
+                name=graph.new_name("DQ", node_name=True))
+    node.outputs[0].name = graph.new_name("dq")
     node.outputs[0].type = TensorType(dtype, t.shape)
     return node
 
@@ -193,23 +206,48 @@ def quantized_constant(graph: Graph, array: np.ndarray, scale: np.ndarray, zp: n
     else:
         q = quantize_array(arr, scale, zp, d, axis, block_size)
     qp = QuantParams(scale, np.asarray(zp).astype(d.numpy), axis if np.ndim(scale) > 0 else None, block_size)
-    v = graph.add_constant(ArrayTensor(q, d), name + "_quantized")
+    v = graph.add_constant(ArrayTensor(q, d), name + "_q")
     v.type = TensorType(d, Shape(q.shape), qp)
+    v.meta[SOURCE_NAME] = name
     return v
+
+
+def adopt_source_names(graph: Graph) -> int:
+    """Rename quantized initializers made by :func:`quantized_constant` to the name of the float
+    tensor they replaced, where that name is free again (the float tensor was removed); returns
+    how many. Call it after sweeping the replaced constants."""
+    taken = {v.name for v in graph.values()}
+    for n in graph:
+        taken.update(v.name for v in n.outputs if v is not None)
+    done = 0
+    for v in list(graph.initializers.values()):
+        src = v.meta.pop(SOURCE_NAME, None)
+        if not src or src == v.name or src in taken or v.is_graph_input() or v.is_graph_output():
+            continue
+        graph.remove_initializer(v)
+        taken.discard(v.name)
+        v.name = src
+        graph.add_initializer(v)
+        taken.add(src)
+        done += 1
+    return done
 
 
 def quantized_weight(graph: Graph, value: Value, scale: np.ndarray, zp: np.ndarray, dtype: DTypeLike = DType.INT8,
                      axis: Optional[int] = None, block_size: int = 0, *, before: Optional[Node] = None,
-                     array: Optional[np.ndarray] = None) -> Value:
+                     array: Optional[np.ndarray] = None, zero_point: Optional[bool] = None) -> Value:
     """Quantize the constant ``value`` (or ``array``) into an integer initializer and return the
     float output of a DequantizeLinear of it, placed before ``before`` (default: the graph's head).
-    The original value is left alone (the caller rewires its users)."""
+    The original value is left alone (the caller rewires its users). ``zero_point=False`` leaves
+    out the zero-point input (it must be all zero)."""
     if array is None:
         if value.const is None:
             raise EdgecError(f"'{value.name}' is not a constant")
         array = value.const.numpy()
     qv = quantized_constant(graph, array, scale, zp, dtype, axis, block_size, name=value.name)
-    dq = dequantize_node(graph, qv, name=value.name)
+    if zero_point is False and np.any(np.asarray(zp) != 0):
+        raise EdgecError(f"'{value.name}': a nonzero zero point cannot be left out")
+    dq = dequantize_node(graph, qv, name=value.name, zero_point=zero_point)
     dq.outputs[0].type = TensorType(DType.FLOAT if value.dtype is None else value.dtype, Shape(np.shape(array)))
     _place(graph, dq, before if before is not None else next(iter(graph), None), False)
     return dq.outputs[0]
@@ -252,10 +290,10 @@ def quantized_gather(graph: Graph, node: Node, scale: np.ndarray, zp: np.ndarray
     out_axis = None if axis is None or np.ndim(scale) == 0 else axis % arr.ndim - arr.ndim
     shape = out.shape if out.shape is not None else Shape(None)
     g = Node("Gather", [qv, idx], 1, {"axis": 0}, name=graph.new_name(node.name + "_quantized", node_name=True))
-    g.outputs[0].name = graph.new_name(table.name + "_gathered")
+    g.outputs[0].name = graph.new_name("gathered")
     g.outputs[0].type = TensorType(d, shape, QuantParams(scale, np.asarray(zp).astype(d.numpy), out_axis))
     graph.insert_before(node, g)
-    params = _params(graph, scale, np.asarray(zp) if zero_point else None, d, table.name)
+    params = _params(graph, scale, np.asarray(zp) if zero_point else None, d)
     dq = dequantize_node(graph, g.outputs[0], name=table.name, params=params)
     dq.outputs[0].type = out.type if isinstance(out.type, TensorType) else TensorType(DType.FLOAT, shape)
     graph.insert_before(node, dq)

@@ -6,7 +6,9 @@ Format (``"format": "edgec-quant-report"``, ``"version": 1``)::
     calibration, eval                  data descriptions (source, samples, labels, synthetic)
     metric                             top1 | cosine | sqnr (the search metric)
     accuracy.float                     float model on the eval data (top1 when labelled)
-    accuracy.quantized                 top1?, cosine_mean, cosine_min, sqnr_db, max_abs_error, samples
+    accuracy.quantized                 top1?, cosine_mean, cosine_min, sqnr_db, max_abs_error, samples: of the
+                                       primary output (fewest values per sample); with several outputs also
+                                       primary_output and outputs.<name>.{cosine_mean, cosine_min, sqnr_db, max_abs_error}
     accuracy.drop                      the metric's drop (top-1 points, 1 - cosine, or -SQNR dB)
     size                               weight_bytes_float/quantized, weight_ratio, file_bytes_float/quantized, file_ratio
     layers                             per quantized node, from the quantize pass report (scales, weight bytes, ...),
@@ -122,13 +124,18 @@ def format_summary(report: Dict[str, Any], *, top: int = 5) -> str:
     acc = report.get("accuracy")
     if acc:
         fq, q = acc["float"] or {}, acc["quantized"] or {}
-        lines.append(f"quantization ({report['mode']}) on {q.get('samples', '?')} eval samples, metric {report['metric']}:")
+        on = f", output {q['primary_output']}" if q.get("primary_output") else ""
+        lines.append(f"quantization ({report['mode']}) on {q.get('samples', '?')} eval samples, metric {report['metric']}{on}:")
         rows = []
         if "top1" in q:
             rows.append(("top-1 %", _f(fq.get("top1"), ".2f"), _f(q.get("top1"), ".2f")))
         rows.append(("cosine mean / min", "1", f"{_f(q.get('cosine_mean'))} / {_f(q.get('cosine_min'))}"))
         rows.append(("SQNR dB", "inf", _f(q.get("sqnr_db"), ".1f")))
         rows.append(("max abs error", "0", _f(q.get("max_abs_error"), ".4g")))
+        for name, o in (q.get("outputs") or {}).items():
+            if name != q.get("primary_output"):
+                rows.append((f"{name}: cosine / SQNR", "1 / inf",
+                             f"{_f(o.get('cosine_mean'))} / {_f(o.get('sqnr_db'), '.1f')} dB"))
         size = report.get("size") or {}
         if "weight_bytes_float" in size:
             rows.append(("weight bytes", human_bytes(size["weight_bytes_float"]),

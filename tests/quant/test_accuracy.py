@@ -31,6 +31,24 @@ def test_comparison_identical_and_noisy() -> None:
     assert 0 < r["sqnr_db"] < 30 and "top1" not in r and r["max_abs_error"] == pytest.approx(1.1, rel=1e-5)
 
 
+def test_comparison_per_output_headline_is_the_smallest_output() -> None:
+    """A sentence encoder: a noisy padded [N, S, H] output must not drag the pooled one's numbers."""
+    rng = np.random.default_rng(0)
+    tokens, pooled = rng.standard_normal((4, 8, 6)), rng.standard_normal((4, 6))
+    c = Comparison(names=["last_hidden_state", "sentence_embedding"])
+    c.update([tokens, pooled], [tokens + rng.standard_normal(tokens.shape), pooled], np.array([0, 1, 2, 3]))
+    r = c.result()
+    assert r["primary_output"] == "sentence_embedding"
+    assert r["cosine_mean"] == pytest.approx(1.0) and r["sqnr_db"] == math.inf
+    assert r["top1"] == pytest.approx(100.0 * np.mean(pooled.argmax(1) == np.arange(4)))
+    assert r["outputs"]["last_hidden_state"]["cosine_mean"] < 0.9
+    assert r["outputs"]["sentence_embedding"]["cosine_mean"] == pytest.approx(1.0)
+    from edgec.quant.report import format_summary
+
+    text = format_summary({"mode": "int8", "metric": "cosine", "accuracy": {"float": {}, "quantized": r}})
+    assert "output sentence_embedding" in text and "last_hidden_state: cosine / SQNR" in text
+
+
 def test_metric_drop_and_bounds() -> None:
     f, q = {"top1": 98.0}, {"top1": 97.5, "cosine_mean": 0.99, "sqnr_db": 25.0}
     assert Metric("top1").drop(f, q) == pytest.approx(0.5)
@@ -48,8 +66,10 @@ def test_metric_drop_and_bounds() -> None:
 def test_segment_text() -> None:
     assert segment_text(QuantConfig()) == "quantize"
     cfg = QuantConfig(mode="uint8", method="entropy", per_channel=False, equalize=True, bias_correction=True)
-    assert segment_text(cfg, ["a/b", "c"]) == ("equalize-layers,correct-bias{per-channel=false},quantize{method=entropy,"
-                                               "per-channel=false,activations=uint8,exclude=a/b,c}")
+    assert segment_text(cfg, ["a/b", "c"]) == ("equalize-layers,correct-bias{per-channel=false,exclude=a/b,c},"
+                                               "quantize{method=entropy,per-channel=false,activations=uint8,exclude=a/b,c}")
+    assert segment_text(cfg) == ("equalize-layers,correct-bias{per-channel=false},"
+                                 "quantize{method=entropy,per-channel=false,activations=uint8}")
     assert segment_text(QuantConfig(mode="dynamic")) == "quantize-dynamic"
     assert segment_text(QuantConfig(mode="int4-weights", weights_format="matmulnbits")) == \
         "quantize-weights{bits=4,format=matmulnbits}"
@@ -86,6 +106,28 @@ def test_search_bisects_and_terminates(files: Any) -> None:
     assert ks == [0, 1, 2, 4] and len(set(ks)) == len(ks)
     assert time.perf_counter() - t0 < 30
     assert len(rep["sensitivity"]["ranking"]) == 4
+
+
+def test_search_calibrates_once(files: Any, monkeypatch: Any) -> None:
+    """Candidates quantize copies of one float model on one data set: the statistics are collected
+    by the first run and reused (with bias correction, whose model differs per candidate, not)."""
+    import edgec.quant.collect as collect
+
+    real = collect.collect_statistics
+    calls: list = []
+
+    def counting(*a: Any, **k: Any) -> Any:
+        calls.append(len(a[2]))
+        return real(*a, **k)
+
+    monkeypatch.setattr(collect, "collect_statistics", counting)
+    path, cal = files
+    rep = quantize(edgec.load(str(path)), str(cal), opt_level=2, max_drop=-50, time_budget=60)
+    assert len(rep["search"]["candidates"]) == 4 and len(rep["sensitivity"]["ranking"]) == 4
+    assert len(calls) == 1, calls
+    calls.clear()
+    quantize(edgec.load(str(path)), str(cal), opt_level=2, max_drop=-50, time_budget=60, bias_correction=True)
+    assert len([c for c in calls if c]) > 4, calls
 
 
 def test_top1_metric_needs_labels(files: Any) -> None:

@@ -70,8 +70,10 @@ def test_int8_end_to_end(digits: Dict[str, Path]) -> None:
     assert acc["float"]["top1"] == pytest.approx(100 * f_acc)
     assert acc["quantized"]["top1"] == pytest.approx(100 * q_acc)
     assert abs(acc["drop"]) <= 1.0
-    assert out.stat().st_size <= 0.35 * digits["model"].stat().st_size
-    assert rep["size"]["file_ratio"] <= 0.35 and rep["size"]["weight_ratio"] < 0.3
+    # written small: no value_info, short generated names (28.1% of float when measured; 32.5% before)
+    assert out.stat().st_size <= 0.29 * digits["model"].stat().st_size
+    assert rep["size"]["file_ratio"] <= 0.29 and rep["size"]["weight_ratio"] < 0.3
+    assert len(onnx.load(str(out)).graph.value_info) == 0
     assert {row["name"] for row in rep["layers"]} >= {"/classifier/classifier.2/Gemm"}
     assert all("input_scale" in row for row in rep["layers"])
     assert rep["search"] is None and rep["sensitivity"] is None

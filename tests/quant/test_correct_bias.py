@@ -141,6 +141,20 @@ def test_conv_mean_error_drops(tmp_path: Path) -> None:
     assert after < before / 4, (before, after)
 
 
+def test_exclude_leaves_the_named_layer_alone(tmp_path: Path) -> None:
+    """Layers the quantizer keeps float (its ``exclude``, the --max-drop search) must keep their bias."""
+    model = conv_model(np.random.default_rng(0))
+    data = calibration(model, biased_inputs((64, 4, 12, 12), MEANS, seed=1), tmp_path)
+    name = next(n.name for n in model.graph if n.op_type in LAYERS)
+    out = copy(model)
+    ctx = PassContext(resources={"calibration": data})
+    assert not PassManager("correct-bias{exclude=" + name + "}", ctx=ctx).run(out)  # nothing else to correct
+    biases = lambda m: [constant_value(n.input(2)) for n in m.graph if n.op_type in LAYERS]  # noqa: E731
+    assert all(np.array_equal(a, b) for a, b in zip(biases(out), biases(model)))
+    fixed, _ = correct(model, data, "{exclude=some/other/layer}")
+    assert not all(np.array_equal(a, b) for a, b in zip(biases(fixed), biases(model)))
+
+
 def test_empirical_agrees_with_analytic_for_linear_layers(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     means = rng.uniform(-4, 4, 16)
