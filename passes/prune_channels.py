@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import List, Literal
 
-import numpy as np
-
 from edgec.errors import EdgecError
 from edgec.ir import Model
 from edgec.passmanager import Pass, PassContext, register_pass
@@ -20,8 +18,11 @@ class PruneChannels(Pass):
     Groups come from :mod:`edgec.prune.dependency` (residual Adds, concat/split offsets, depthwise
     convs, Flatten->Gemm blocks are followed; anything unknown freezes its group). Options:
     ``sparsity`` (fraction of channels removed per group, or of MACs with ``target=macs``),
-    ``round-to`` (kept counts are multiples of it), ``score`` (l1, l2, or bn: |gamma| of the
-    BatchNormalization in the group), ``min-channels``, ``skip`` (producer node or output names whose
+    ``allocation`` (``target=macs``: ``greedy`` removes chunks of channels from the group losing the
+    least importance per MAC saved; ``uniform`` one ratio for all groups),
+    ``round-to`` (kept counts are multiples of it), ``score`` (l1, l2, bn: |gamma| of the
+    BatchNormalization in the group, or obs: the next layers' output error after a least-squares
+    refit, from calibration data), ``min-channels``, ``skip`` (producer node or output names whose
     groups stay), ``refit`` (least-squares refit of each next layer to the dense model's outputs on
     ``ctx.resources['calibration']``). Report: ``ctx.reports['channel-pruning']``.
     """
@@ -31,10 +32,11 @@ class PruneChannels(Pass):
     sparsity: float = 0.5
     target: Literal["channels", "macs"] = "channels"
     round_to: int = 1
-    score: Literal["l1", "l2", "bn"] = "l1"
+    score: Literal["l1", "l2", "bn", "obs"] = "l1"
     min_channels: int = 1
     skip: List[str] = []
     refit: bool = False
+    allocation: Literal["greedy", "uniform"] = "greedy"
 
     def run(self, model: Model, ctx: PassContext) -> bool:
         from edgec.prune.channels import apply_pruning, plan, prunable_groups, refit_consumers, total_macs
@@ -42,12 +44,15 @@ class PruneChannels(Pass):
 
         if not 0.0 <= self.sparsity < 1.0:
             raise EdgecError(f"prune-channels: sparsity must be in [0, 1), got {self.sparsity}")
+        if self.score == "obs" and ctx.resources.get("calibration") is None:
+            raise EdgecError("prune-channels: score=obs needs calibration data (--calibration)")
         if self.round_to < 1 or self.min_channels < 1:
             raise EdgecError("prune-channels: round-to and min-channels must be >= 1")
         dg = analyze(model)
         macs_before = total_macs(model)
         keep = plan(model, dg, sparsity=self.sparsity, target=self.target, round_to=self.round_to,
-                    score=self.score, min_channels=self.min_channels, skip=self.skip)
+                    score=self.score, min_channels=self.min_channels, skip=self.skip, allocation=self.allocation,
+                    calibration=ctx.resources.get("calibration"))
         groups = dg.groups()
         pruned_ids = {dg.find(k) for k in keep}
         candidates = {g.id for g in prunable_groups(dg, self.skip)}

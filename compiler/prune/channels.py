@@ -5,24 +5,30 @@ slice every member consistently, fix Split/Slice operands, and optionally refit 
     keep = plan(model, dg, sparsity=0.3, target="channels")     # group id -> kept channel indices
     apply_pruning(model, dg, keep)                              # slices constants, re-infers types
     refit_consumers(dense, model, dg, keep, calibration)         # least squares on calibration data
+
+``plan(..., target="macs")`` removes channels until a fraction of the MACs is gone, greedily by
+default (chunks of channels from the group that loses least per MAC saved); with ``score="obs"``
+and calibration data the loss is the next layers' output error left after their least-squares
+refit (Optimal Brain Surgeon on channels), which the refit then realises. ``edgec.Fused*`` ops
+count as their base op for MACs and are refit on their pre-activation outputs.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..inspect import model_stats
 from ..ir.core import Model, Node, Value
 from ..ir.shapes import infer_shapes
 from ..ir.tensor import ArrayTensor
 from ..ir.types import Shape, TensorType
 from ..rewrite import constant_value
-from .dependency import ChannelGroup, DependencyGraph, Layout, analyze, layout_indices
+from .dependency import ChannelGroup, DependencyGraph, Layout, layout_indices
 
-__all__ = ["symbol_bindings", "total_macs", "group_scores", "plan", "apply_pruning", "refit_consumers", "estimate_macs"]
+__all__ = ["symbol_bindings", "total_macs", "node_mac_count", "group_scores", "obs_scores", "plan", "apply_pruning",
+           "refit_consumers", "estimate_macs"]
 
 
 # --- MACs -------------------------------------------------------------------------------------------
@@ -37,14 +43,35 @@ def symbol_bindings(model: Model) -> Dict[str, int]:
     return out
 
 
+class _AsBase:
+    """An ``edgec.Fused*`` node seen as its base ONNX op (for :func:`edgec.inspect.node_macs`)."""
+
+    def __init__(self, node: Node, op: str) -> None:
+        self._node, self.op_type, self.domain = node, op, ""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._node, name)
+
+
+def node_mac_count(node: Node, dims: Mapping[str, int]) -> int:
+    """MACs of one node per :func:`edgec.inspect.node_macs`; ``edgec.Fused*`` ops count as their base op."""
+    from ..inspect import node_macs
+    from .dependency import FUSED
+
+    if node.domain == "edgec" and node.op_type in FUSED:
+        node = _AsBase(node, FUSED[node.op_type])  # type: ignore[assignment]
+    return int(node_macs(node, dims)[0] or 0)
+
+
 def total_macs(model: Model) -> int:
-    """MACs of the main graph per sample (symbolic input dims bound to 1), from ``edgec.inspect``."""
-    return int(model_stats(model, dims=symbol_bindings(model))["macs"]["total"])
+    """MACs of the main graph per sample (symbolic input dims bound to 1), from ``edgec.inspect``
+    (fused ``edgec`` ops counted as their base op)."""
+    return int(sum(_node_macs_map(model).values()))
 
 
 def _node_macs_map(model: Model) -> Dict[str, int]:
-    recs = model_stats(model, dims=symbol_bindings(model))["macs"]["per_node"]
-    return {r["node"]: int(r["macs"] or 0) for r in recs}
+    dims = symbol_bindings(model)
+    return {n.name: node_mac_count(n, dims) for n in model.graph}
 
 
 def _fraction(layout: Optional[Layout], keep: Mapping[int, np.ndarray], dg: DependencyGraph) -> float:
@@ -106,6 +133,77 @@ def group_scores(group: ChannelGroup, dg: DependencyGraph, score: str = "l1") ->
     return total
 
 
+def obs_scores(model: Model, dg: DependencyGraph, groups: Sequence[ChannelGroup], calibration: Any, *,
+               damp: float = 0.01) -> Tuple[Dict[int, np.ndarray], Any]:
+    """Data-aware channel costs (Optimal Brain Surgeon on channels): for each consumer ``L`` of a
+    group (Conv with group 1 / Gemm / MatMul reading its channels), with ``H = XᵀX`` of ``L``'s
+    unfolded input on ``calibration`` and ``B`` the weight columns of channel ``c``, the output error
+    left after the optimal least-squares refit of ``L`` when ``c`` goes,
+    ``tr(W_B ((H+λI)⁻¹)_BB⁻¹ W_Bᵀ)``, relative to ``L``'s output energy ``tr(W H Wᵀ)``; summed over
+    consumers. Comparable across groups (errors are relative); groups without such a consumer get
+    ``inf`` (left alone). Returns the costs per group and ``joint(gid, removed channels)``, the
+    error when several channels go together."""
+    from .reconstruct import _damped, collect_layer_stats
+    from .scores import find_layers
+
+    layers = {l.name: l for l in find_layers(model)[0]}
+    want: Dict[str, Any] = {}
+    for grp in groups:
+        for m in grp.members:
+            if m.role == "in" and m.node.name in layers and layers[m.node.name].groups == 1:
+                want[m.node.name] = layers[m.node.name]
+    stats = collect_layer_stats(model, calibration, list(want.values()), hessian=True, norms=False) if want else {}
+    inv: Dict[str, Tuple[np.ndarray, np.ndarray, float]] = {}
+    for name, l in want.items():
+        h = stats[name].hessians[0]
+        w = l.to_matrix(l.array()).astype(np.float64)
+        energy = float(np.einsum("ij,jk,ik->", w, h, w))
+        inv[name] = (w, np.linalg.inv(_damped(h, damp)), energy if energy > 0 else 1.0)
+    out: Dict[int, np.ndarray] = {}
+    #: group id -> [(W, (H+λI)⁻¹, energy, columns of channel c for every c)] of its consumers
+    terms: Dict[int, List[Tuple[np.ndarray, np.ndarray, float, List[np.ndarray]]]] = {}
+    for grp in groups:
+        cost = np.zeros(grp.size, np.float64)
+        for m in grp.members:
+            if m.role != "in" or m.node.name not in inv:
+                continue
+            l = layers[m.node.name]
+            w, hinv, energy = inv[m.node.name]
+            n_in = l.shape[1] if l.op == "Conv" else l.matrix_k
+            chan_cols: List[List[np.ndarray]] = [[] for _ in range(grp.size)]
+            pos = 0
+            for s in m.layout.segments:
+                if dg.find(s.group) == grp.id:
+                    for c in range(s.start, s.stop):
+                        p = (pos + c - s.start) * m.layout.block + np.arange(m.layout.block)
+                        chan_cols[c].append((np.arange(l.taps)[:, None] * n_in + p[None, :]).reshape(-1)
+                                            if l.op == "Conv" else p)
+                pos += s.size
+            cols_of = [np.concatenate(cc) if cc else np.zeros(0, np.int64) for cc in chan_cols]
+            terms.setdefault(grp.id, []).append((w, hinv, energy, cols_of))
+            for c, cols in enumerate(cols_of):
+                if len(cols):
+                    cost[c] += _obs_error(w, hinv, cols) / energy
+        out[grp.id] = cost if grp.id in terms else np.full(grp.size, np.inf)
+
+    def joint(gid: int, removed: Sequence[int]) -> float:
+        """Relative output error of the consumers of group ``gid`` after their optimal refit when
+        the channels ``removed`` all go (the joint OBS error, not the sum of single-channel ones)."""
+        total = 0.0
+        for w, hinv, energy, cols_of in terms.get(gid, []) if len(removed) else []:
+            cols = np.concatenate([cols_of[c] for c in removed])
+            if len(cols):
+                total += _obs_error(w, hinv, cols) / energy
+        return total
+
+    return out, joint
+
+
+def _obs_error(w: np.ndarray, hinv: np.ndarray, cols: np.ndarray) -> float:
+    wb = w[:, cols]
+    return float(np.einsum("ij,jk,ik->", wb, np.linalg.inv(hinv[np.ix_(cols, cols)]), wb))
+
+
 def _accumulate(total: np.ndarray, layout: Layout, per_pos: np.ndarray, gid: int, dg: DependencyGraph) -> None:
     pos = 0
     for s in layout.segments:
@@ -138,24 +236,41 @@ def prunable_groups(dg: DependencyGraph, skip: Iterable[str] = ()) -> List[Chann
 
 
 def plan(model: Model, dg: DependencyGraph, *, sparsity: float, target: str = "channels", round_to: int = 1,
-         score: str = "l1", min_channels: int = 1, skip: Sequence[str] = ()) -> Dict[int, np.ndarray]:
+         score: str = "l1", min_channels: int = 1, skip: Sequence[str] = (),
+         allocation: str = "greedy", calibration: Any = None) -> Dict[int, np.ndarray]:
     """Group id -> sorted kept channel indices. ``target='channels'``: remove ``sparsity`` of every
-    prunable group; ``'macs'``: one ratio for all groups, chosen (bisection on the MAC estimate) so
-    that at least ``sparsity`` of the MACs go."""
+    prunable group; ``'macs'``: remove channels until at least ``sparsity`` of the MACs go, either
+    with one ratio for all groups (``allocation='uniform'``, bisection on the MAC estimate) or
+    greedily (``'greedy'``: step by step, from the group whose next chunk of lowest-scored channels
+    loses the least of the group's importance per MAC saved). ``score='obs'`` ranks channels by
+    :func:`obs_scores` (needs ``calibration``); the greedy allocation then weighs the summed costs
+    themselves rather than fractions of each group's importance."""
     groups = prunable_groups(dg, skip)
-    scores = {g.id: group_scores(g, dg, score) for g in groups}
+    joint = None
+    if score == "obs":
+        if calibration is None:
+            raise ValueError("score 'obs' needs calibration data")
+        scores, joint = obs_scores(model, dg, groups, calibration)  # errors: the highest are kept
+        groups = [g for g in groups if np.isfinite(scores[g.id]).all()]
+    else:
+        scores = {g.id: group_scores(g, dg, score) for g in groups}
 
-    def choose(ratio: float) -> Dict[int, np.ndarray]:
+    def pick(counts: Mapping[int, int]) -> Dict[int, np.ndarray]:
         keep = {}
         for g in groups:
-            k = _n_keep(g.size, ratio, round_to, min_channels)
+            k = counts[g.id]
             if k < g.size:
                 order = np.argsort(-scores[g.id], kind="stable")[:k]
                 keep[g.id] = np.sort(order).astype(np.int64)
         return keep
 
+    def choose(ratio: float) -> Dict[int, np.ndarray]:
+        return pick({g.id: _n_keep(g.size, ratio, round_to, min_channels) for g in groups})
+
     if target == "channels":
         return choose(sparsity)
+    if allocation == "greedy":
+        return pick(_greedy_counts(model, dg, groups, scores, sparsity, round_to, min_channels, joint))
     base = _node_macs_map(model)
     total = sum(base.values())
     goal = (1.0 - sparsity) * total
@@ -169,6 +284,94 @@ def plan(model: Model, dg: DependencyGraph, *, sparsity: float, target: str = "c
         else:
             lo = mid
     return choose(hi)
+
+
+def _greedy_counts(model: Model, dg: DependencyGraph, groups: List[ChannelGroup], scores: Mapping[int, np.ndarray],
+                   sparsity: float, round_to: int, min_channels: int, joint: Any = None) -> Dict[int, int]:
+    """Kept channel count per group: remove chunks (multiples of ``round_to``, about 1/16 of a group)
+    one at a time, each time from the group losing the smallest fraction of its importance (sum of
+    channel scores) per MAC saved, until the MAC estimate reaches ``(1 - sparsity)`` of the total.
+    With ``joint`` (OBS costs, :func:`obs_scores`) a step's loss is the increase of the joint error.
+
+    The estimate treats each MAC node's cost as ``macs · f_out · f_in``, ``f`` the kept fraction of
+    the groups along the layout (channels of a partly covered group assumed kept uniformly)."""
+    base = _node_macs_map(model)
+    total = float(sum(base.values()))
+    goal = (1.0 - sparsity) * total
+    ids = {g.id for g in groups}
+    size = {g.id: g.size for g in groups}
+    counts = dict(size)
+
+    def weights(layout: Optional[Layout]) -> Dict[int, float]:
+        out: Dict[int, float] = {}
+        if layout is None or not layout.channels:
+            return out
+        for s in layout.segments:
+            gid = dg.find(s.group)
+            if gid in ids:
+                out[gid] = out.get(gid, 0.0) + s.size / layout.channels
+        return out
+
+    terms = []  # (macs, out weights, in weights)
+    by_group: Dict[int, List[int]] = {g: [] for g in ids}
+    for mn in dg.mac_nodes:
+        m = float(base.get(mn.node.name, 0))
+        if not m:
+            continue
+        wo, wi = weights(mn.out_layout), weights(mn.in_layout)
+        if not wo and not wi:
+            continue
+        for gid in set(wo) | set(wi):
+            by_group[gid].append(len(terms))
+        terms.append((m, wo, wi))
+
+    def frac(w: Dict[int, float]) -> float:
+        return 1.0 - sum(v * (1.0 - counts[g] / size[g]) for g, v in w.items())
+
+    def term(i: int) -> float:
+        m, wo, wi = terms[i]
+        return m * frac(wo) * frac(wi)
+
+    est = total
+    order = {g: np.sort(np.asarray(scores[g], np.float64)) for g in ids}  # ascending: removal order
+    rank = {g: np.argsort(np.asarray(scores[g], np.float64), kind="stable") for g in ids}
+    memo: Dict[Tuple[int, int], float] = {}
+
+    def joint_at(g: int, kept: int) -> float:
+        if (g, kept) not in memo:
+            memo[(g, kept)] = joint(g, rank[g][:size[g] - kept])
+        return memo[(g, kept)]
+
+    tot_score = {g: float(order[g].sum()) or 1.0 for g in ids}
+    floor = {g: min(size[g], max(min_channels, 1)) for g in ids}
+    while est > goal:
+        best = None
+        for g in ids:
+            k = counts[g]
+            chunk = max(round_to, int(math.ceil(size[g] / 16 / round_to)) * round_to)
+            new = (k - 1) // round_to * round_to if k % round_to else k - chunk
+            new = max(new, floor[g])
+            if new >= k:
+                continue
+            before = sum(term(i) for i in by_group[g])
+            counts[g] = new
+            saved = before - sum(term(i) for i in by_group[g])
+            counts[g] = k
+            if saved <= 0:
+                continue
+            if joint is None:
+                lost = float(order[g][size[g] - k:size[g] - new].sum()) / tot_score[g]
+            else:
+                lost = joint_at(g, new) - joint_at(g, k)
+            cost = lost / saved
+            if best is None or cost < best[0]:
+                best = (cost, g, new, saved)
+        if best is None:
+            break
+        _, g, new, saved = best
+        counts[g] = new
+        est -= saved
+    return counts
 
 
 # --- applying ---------------------------------------------------------------------------------------
@@ -228,8 +431,15 @@ def apply_pruning(model: Model, dg: DependencyGraph, keep: Mapping[int, np.ndarr
         if not any(find(s.group) in keep for s in fx.layout.segments):
             continue
         idx = layout_indices(fx.layout.with_axis(0), keep, find)
-        new_ranges = [(int((idx < lo).sum()), int((idx < hi).sum())) for lo, hi in fx.ranges]
         node = fx.node
+        if fx.kind == "reshape":  # the target's entry on the channel axis: the kept positions
+            target = constant_value(node.input(1)).copy()
+            for entry, _ in fx.ranges:
+                target.reshape(-1)[entry] = len(idx)
+            _set_const(node, 1, target, orphans)
+            changed += 1
+            continue
+        new_ranges = [(int((idx < lo).sum()), int((idx < hi).sum())) for lo, hi in fx.ranges]
         if fx.kind == "group":
             node.set_attr("group", int(len(idx)))
         elif fx.kind == "split":
@@ -285,12 +495,6 @@ def _im2col(x: np.ndarray, node: Node, kshape: Tuple[int, ...]) -> Optional[np.n
     return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
 
 
-def _rows(y: np.ndarray, op: str) -> np.ndarray:
-    if op == "Conv":
-        return y.transpose(0, 2, 3, 1).reshape(-1, y.shape[1])
-    return y.reshape(-1, y.shape[-1])
-
-
 def refit_consumers(dense: Model, model: Model, dg: DependencyGraph, keep: Mapping[int, np.ndarray],
                     calibration: Any, *, ridge: float = 1e-3, max_rows: int = 50000) -> List[str]:
     """Refit each layer whose input channels were pruned to the dense model's outputs.
@@ -302,39 +506,52 @@ def refit_consumers(dense: Model, model: Model, dg: DependencyGraph, keep: Mappi
     """
     from ..quant.collect import run_model
 
+    from .dependency import FUSED
+
     find = dg.find
     keep = {find(k): v for k, v in keep.items()}
+    dense_nodes = {n.name: n for n in dense.graph}
     consumers = []
     for mn in dg.mac_nodes:
         if mn.in_layout is None or not any(find(s.group) in keep for s in mn.in_layout.segments):
             continue
         n = mn.node
-        if n.graph is not model.graph:
+        if n.graph is not model.graph or n.name not in dense_nodes:
             continue
+        op = FUSED.get(n.op_type, n.op_type) if n.domain == "edgec" else n.op_type
         cols = layout_indices(mn.out_layout.with_axis(0), keep, find) if mn.out_layout is not None else None
-        if n.op_type == "Conv" and int(n.attr("group", 1)) == 1:
-            consumers.append((n, cols))
-        elif n.op_type == "Gemm" and not int(n.attr("transA", 0)):
-            consumers.append((n, cols))
-        elif n.op_type == "MatMul":
-            consumers.append((n, cols))
+        if op == "Conv" and int(n.attr("group", 1)) == 1:
+            consumers.append((n, op, cols))
+        elif op == "Gemm" and not int(n.attr("transA", 0)):
+            consumers.append((n, op, cols))
+        elif op == "MatMul":
+            consumers.append((n, op, cols))
     done = []
-    for node, cols in consumers:
-        xname, yname = node.input(0).name, node.output(0).name
+    for node, op, cols in consumers:
+        # the target is the dense layer's output before any fused activation, computed from the
+        # dense layer's input and weights
+        dnode = dense_nodes[node.name]
+        pre = _linear(dnode, op)
+        if pre is None:
+            continue
+        Wd, bd = pre
+        xname, dname = node.input(0).name, dnode.input(0).name
+        w = constant_value(node.input(1))
         xs, ys = [], []
         rows = 0
         for batch in calibration.batches(64):
             x = run_model(model, batch, outputs=[xname])[xname]
-            y = run_model(dense, batch, outputs=[yname])[yname]
-            w = constant_value(node.input(1))
-            if node.op_type == "Conv":
+            xd = run_model(dense, batch, outputs=[dname])[dname]
+            if op == "Conv":
                 xr = _im2col(x.astype(np.float64), node, tuple(w.shape[2:]))
-                if xr is None:
+                xdr = _im2col(xd.astype(np.float64), dnode, tuple(w.shape[2:]))
+                if xr is None or xdr is None:
                     break
             else:
                 xr = x.reshape(-1, x.shape[-1]).astype(np.float64)
+                xdr = xd.reshape(-1, xd.shape[-1]).astype(np.float64)
             xs.append(xr)
-            yr = _rows(y, node.op_type).astype(np.float64)
+            yr = xdr @ Wd.T + bd
             ys.append(yr[:, cols] if cols is not None else yr)
             rows += len(xr)
             if rows >= max_rows:
@@ -342,22 +559,21 @@ def refit_consumers(dense: Model, model: Model, dg: DependencyGraph, keep: Mappi
         if not xs:
             continue
         X, Y = np.concatenate(xs), np.concatenate(ys)
-        w = constant_value(node.input(1))
         b_arr = constant_value(node.input(2)) if node.input(2) is not None else None
-        tb = node.op_type == "Gemm" and int(node.attr("transB", 0))
-        if node.op_type == "Conv":
+        tb = op == "Gemm" and int(node.attr("transB", 0))
+        if op == "Conv":
             W0 = w.reshape(w.shape[0], -1).astype(np.float64)  # C_out x K
-        elif node.op_type == "Gemm":
+        elif op == "Gemm":
             W0 = (w if tb else w.T).astype(np.float64)
         else:
             W0 = w.T.astype(np.float64)
-        if node.op_type == "Gemm":
+        if op == "Gemm":
             alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
             W0 = W0 * alpha
         b0 = np.zeros(W0.shape[0])
         if b_arr is not None:
             b0 = np.broadcast_to(b_arr.astype(np.float64).reshape(-1), (W0.shape[0],)).copy()
-            if node.op_type == "Gemm":
+            if op == "Gemm":
                 if b_arr.ndim == 2 and b_arr.shape[0] != 1:
                     continue
                 b0 = b0 * beta
@@ -371,15 +587,23 @@ def refit_consumers(dense: Model, model: Model, dg: DependencyGraph, keep: Mappi
         sol = np.linalg.solve(A + np.diag(reg), rhs)  # (K+1) x C_out
         W1, b1 = sol[:-1].T, sol[-1]
         dt = w.dtype
-        if node.op_type == "Conv":
+        if op == "Conv":
             new_w = W1.reshape(w.shape)
-        elif node.op_type == "Gemm":
+        elif op == "Gemm":
             new_w = (W1 if tb else W1.T) / alpha
         else:
             new_w = W1.T
         orphans: List[Value] = []
         _set_const(node, 1, new_w.astype(dt), orphans)
-        if node.op_type == "MatMul":
+        if op == "MatMul" and node.domain == "edgec":
+            # FusedMatMul: the bias is input 2, inside the activation
+            while len(node.inputs) < 3:
+                node.append_input(None)
+            if node.input(2) is None:
+                node.set_input(2, g_const(node, b1.astype(dt)))
+            else:
+                _set_const(node, 2, b1.astype(dt), orphans)
+        elif op == "MatMul":
             # the bias goes into an Add after the MatMul
             out = node.output(0)
             g = node.graph
@@ -390,7 +614,7 @@ def refit_consumers(dense: Model, model: Model, dg: DependencyGraph, keep: Mappi
             out.replace_all_uses_with(add.output(0))
             add.set_input(0, out)
             add.output(0).type = out.type
-        elif node.op_type == "Gemm":
+        elif op == "Gemm":
             bb = (b1 / beta if beta != 0 else b1).astype(dt)
             if node.input(2) is None:
                 node.set_attr("beta", 1.0)
@@ -410,6 +634,29 @@ def refit_consumers(dense: Model, model: Model, dg: DependencyGraph, keep: Mappi
         _sweep(orphans)
         done.append(node.name)
     return done
+
+
+def _linear(node: Node, op: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """``(W [C_out, K], b [C_out])`` of a dense layer such that its output before any fused
+    activation is ``rows(X) @ W.T + b`` (Conv: im2col rows; Gemm: alpha and beta folded in)."""
+    w = constant_value(node.input(1))
+    if w is None:
+        return None
+    c = constant_value(node.input(2)) if len(node.inputs) > 2 and node.input(2) is not None else None
+    if op == "Conv":
+        W = w.reshape(w.shape[0], -1).astype(np.float64)
+    elif op == "Gemm":
+        W = (w if int(node.attr("transB", 0)) else w.T).astype(np.float64) * float(node.attr("alpha", 1.0))
+    else:
+        W = w.T.astype(np.float64)
+    b = np.zeros(W.shape[0])
+    if c is not None:
+        if c.size not in (1, W.shape[0]) or (c.ndim == 2 and c.shape[0] != 1):
+            return None
+        b = np.broadcast_to(c.astype(np.float64).reshape(-1), (W.shape[0],)).copy()
+        if op == "Gemm":
+            b = b * float(node.attr("beta", 1.0))
+    return W, b
 
 
 def g_const(node: Node, arr: np.ndarray) -> Value:

@@ -13,11 +13,21 @@ MatMul with constant weights) and follow each activation's channel axis through 
   ``off_k + c``); Split / Slice on the channel axis cut them (their sizes are fixed up on pruning);
 - Flatten whose first flattened axis is the channel axis maps channel ``c`` to a block of
   ``prod(trailing dims)`` positions; Transpose moves the channel axis;
-- consumers (Conv / ConvTranspose / Gemm / MatMul) make their weight's input axis a member.
+- consumers (Conv / ConvTranspose / Gemm / MatMul) make their weight's input axis a member;
+  ``edgec.Fused*`` ops (what -O2 leaves) are analysed as their base op (the activation is elementwise);
+- attention heads: a Reshape with a constant target that splits the channel axis into
+  ``(heads, head_dim)`` turns the channel group into a group of heads (each a block of ``head_dim``
+  positions in every member); Softmax over another axis passes the heads through; a MatMul of two
+  activations (Q·Kᵀ, P·V) couples the heads of both operands (a broadcast batch axis); the Reshape
+  merging ``(heads, head_dim)`` back makes them blocks of the out-projection's input rows. So the
+  Q/K/V columns and biases of a head and its out-projection rows form one group, and the Reshape
+  targets' head-count entries are fix-ups (rewritten on pruning).
 
-Anything not understood (unknown ops, Reshape, Shape, grouped convs, graph outputs, values used in
-subgraphs, partial overlaps) freezes every group it touches: such a group is reported with
-``prunable=False`` and its reasons. Nothing is guessed.
+Anything not understood (unknown ops, other Reshapes, Shape, grouped convs, graph outputs, values
+used in subgraphs, partial overlaps) freezes every group it touches: such a group is reported with
+``prunable=False`` and its reasons. Nothing is guessed. (A torch export whose Reshape targets are
+computed from ``Shape`` freezes its heads until -O1/-O2 has folded them into constants, as
+``edgec compile`` does before pruning.)
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ CHANNELWISE_UNARY = frozenset({
 SPATIAL = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"})
 #: elementwise binary ops (numpy broadcasting).
 BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "PRelu", "Pow"})
+#: ``edgec`` fused ops (``act(Op(...))``, the activation elementwise) and the op they are analysed as.
+FUSED = {"FusedConv": "Conv", "FusedConvTranspose": "ConvTranspose", "FusedGemm": "Gemm", "FusedMatMul": "MatMul"}
 
 
 @dataclass(frozen=True)
@@ -133,9 +145,9 @@ class Fixup:
     """An operand or attribute to rewrite after pruning: Split sizes, Slice bounds, depthwise ``group``."""
 
     node: Node
-    kind: str  # "split" | "slice" | "group" (depthwise conv: group = channels)
+    kind: str  # "split" | "slice" | "group" (depthwise conv: group = channels) | "reshape" (target entries)
     layout: Layout  # of the node's input
-    ranges: List[Tuple[int, int]]  # output k covers channel positions ranges[k] of the input
+    ranges: List[Tuple[int, int]]  # output k covers channel positions ranges[k] of the input (reshape: [(entry, 0)])
 
 
 @dataclass
@@ -189,6 +201,45 @@ class DependencyGraph:
             return
         for s in layout.segments:
             self._frozen.setdefault(self.find(s.group), []).append(reason)
+
+    def coarsen(self, gid: int, unit: int) -> bool:
+        """Make group ``gid`` (size ``C``) a group of ``C / unit`` channels, each a contiguous block of
+        ``unit`` of the old ones (attention heads of ``head_dim`` features). Every layout holding the
+        group is rewritten; False (nothing changed) when one mixes it with other groups or does not
+        align with ``unit``."""
+        root = self.find(gid)
+        size = self._size[root]
+        if unit <= 1:
+            return unit == 1
+        if size % unit:
+            return False
+
+        def fix(layout: Optional[Layout]) -> Optional[Layout]:
+            if layout is None or not any(self.find(s.group) == root for s in layout.segments):
+                return layout
+            if any(self.find(s.group) != root or s.start % unit or s.stop % unit for s in layout.segments):
+                raise ValueError
+            return Layout(layout.axis, tuple(Segment(root, s.start // unit, s.stop // unit) for s in layout.segments),
+                          layout.block * unit)
+
+        try:
+            members = [fix(m.layout) for m in self.members]
+            layouts = {v: fix(l) for v, l in self.layouts.items()}
+            macs = [(fix(mn.out_layout), fix(mn.in_layout)) for mn in self.mac_nodes]
+            fixups = [fix(fx.layout) for fx in self.fixups]
+        except ValueError:
+            return False
+        if any(fx.kind != "reshape" and new is not fx.layout for fx, new in zip(self.fixups, fixups)):
+            return False  # split / slice ranges are in channels of the old size
+        for m, l in zip(self.members, members):
+            m.layout = l  # type: ignore[assignment]
+        self.layouts.update(layouts)  # type: ignore[arg-type]
+        for mn, (o, i) in zip(self.mac_nodes, macs):
+            mn.out_layout, mn.in_layout = o, i
+        for fx, l in zip(self.fixups, fixups):
+            fx.layout = l  # type: ignore[assignment]
+        self._size[root] = size // unit
+        return True
 
     def canonical(self, layout: Layout) -> Layout:
         """The layout with group ids replaced by their union-find roots."""
@@ -279,9 +330,12 @@ def analyze(model: Model) -> DependencyGraph:
         op = node.op_type
         out0 = node.output(0)
         if node.domain != "":
-            if any(ins):
-                freeze_inputs(node, "unknown op")
-            continue
+            if node.domain == "edgec" and op in FUSED:
+                op = FUSED[op]
+            else:
+                if any(ins):
+                    freeze_inputs(node, "unknown op")
+                continue
         if node.subgraphs():
             freeze_inputs(node, "op with subgraphs")
             continue
@@ -380,6 +434,11 @@ def _visit(node, op, ins, out0, dg, lay, member, merge, new_out, freeze_inputs, 
         L[out0] = out
         return
 
+    if op == "MatMul" and node.domain == "" and constant_value(node.input(1)) is None \
+            and constant_value(node.input(0)) is None:
+        _visit_batched_matmul(node, ins, out0, dg, merge)
+        return
+
     if op == "MatMul":
         b = constant_value(node.input(1))
         r = _rank(node.input(0))
@@ -391,6 +450,11 @@ def _visit(node, op, ins, out0, dg, lay, member, merge, new_out, freeze_inputs, 
             member(node, 1, 0, x.with_axis(0), "in")
         out = new_out(node, b.shape[1], r - 1)
         member(node, 1, 1, out.with_axis(1), "out")
+        if len(node.inputs) > 2 and node.input(2) is not None:  # FusedMatMul bias [N]
+            c = constant_value(node.input(2))
+            if c is None or c.ndim != 1 or c.shape[0] != b.shape[1] or ins[2] is not None:
+                raise _Unknown("FusedMatMul bias")
+            member(node, 2, 0, out.with_axis(0), "out")
         dg.mac_nodes.append(MacNode(node, out, x))
         L[out0] = out
         return
@@ -457,7 +521,7 @@ def _visit(node, op, ins, out0, dg, lay, member, merge, new_out, freeze_inputs, 
                 raise _Unknown("untracked operand of unknown shape")
             if len(d) < -neg or d[len(d) + neg] == 1:
                 continue  # broadcasts along the channel axis
-            if a is None or d[len(d) + neg] != base.channels or base.block != 1:
+            if a is None or d[len(d) + neg] != base.channels * base.block:
                 raise _Unknown("untracked per-channel operand")
             member(node, i, len(d) + neg, base.with_axis(len(d) + neg), "param")
         L[out0] = dg.canonical(base).with_axis(r_out + neg)
@@ -555,6 +619,22 @@ def _visit(node, op, ins, out0, dg, lay, member, merge, new_out, freeze_inputs, 
             return
         raise _Unknown("flatten mixes channels")
 
+    if op in ("Softmax", "LogSoftmax"):
+        r = _rank(node.input(0))
+        axis = int(node.attr("axis", -1 if opset >= 13 else 1))
+        if x is None or r is None:
+            raise _Unknown("unknown rank")
+        if opset < 13 and axis % r <= x.axis:
+            raise _Unknown("softmax over flattened channels")
+        if axis % r == x.axis:
+            raise _Unknown("softmax over channels")
+        L[out0] = x
+        return
+
+    if op == "Reshape":
+        _visit_reshape(node, x, ins, out0, dg)
+        return
+
     if op == "Transpose":
         perm = node.attr("perm")
         r = _rank(node.input(0))
@@ -599,6 +679,83 @@ def _visit(node, op, ins, out0, dg, lay, member, merge, new_out, freeze_inputs, 
         return
 
     raise _Unknown("unknown op")
+
+
+def _same_dims(a: Sequence, b: Sequence) -> bool:
+    return len(a) == len(b) and all(x is not None and x == y for x, y in zip(a, b))
+
+
+def _visit_reshape(node: Node, x: Optional[Layout], ins, out0: Value, dg: DependencyGraph) -> None:
+    """Reshape splitting the channel axis into (heads, head_dim), or merging (heads, head_dim) back.
+
+    Split ``[.., C, ..] -> [.., H, D, ..]``: the channel group becomes a group of ``H`` heads of ``D``
+    features (:meth:`DependencyGraph.coarsen`), tracked on the head axis. Merge ``[.., H, D, ..] ->
+    [.., H*D, ..]``: the heads become blocks of ``D`` positions. The target must be a constant;
+    its entry on the head (split) or merged (merge) axis is rewritten on pruning (``-1`` is left)."""
+    if x is None or ins[1] is not None:
+        raise _Unknown("reshape of a shape")
+    target = constant_value(node.input(1))
+    di, do = _dims(node.input(0)), _dims(out0)
+    if target is None or di is None or do is None:
+        raise _Unknown("reshape with a non-constant target or unknown shapes")
+    t = [int(v) for v in target.reshape(-1)]
+    a = x.axis
+    if len(do) == len(di) + 1 and a + 1 < len(do) and _same_dims(do[:a], di[:a]) \
+            and _same_dims(do[a + 2:], di[a + 1:]) and isinstance(do[a], int) and isinstance(do[a + 1], int) \
+            and do[a] * do[a + 1] == x.channels * x.block:
+        heads, head_dim = do[a], do[a + 1]
+        if x.block != 1 or len(x.segments) != 1 or t[a] == 0 or t[a + 1] == 0 or (t[a] == -1 and t[a + 1] == -1):
+            raise _Unknown("head split form")
+        seg = x.segments[0]
+        gid = dg.find(seg.group)
+        if seg.start != 0 or seg.stop != dg._size[gid] or not dg.coarsen(gid, head_dim):
+            raise _Unknown("channels do not split into heads")
+        out = Layout(a, (Segment(gid, 0, heads),))
+        dg.layouts[out0] = out
+        if t[a] != -1:
+            dg.fixups.append(Fixup(node, "reshape", out, [(a, 0)]))
+        return
+    if len(do) == len(di) - 1 and a + 1 < len(di) and _same_dims(do[:a], di[:a]) \
+            and _same_dims(do[a + 1:], di[a + 2:]) and isinstance(di[a + 1], int) \
+            and do[a] == x.channels * x.block * di[a + 1]:
+        if t[a] == 0:
+            raise _Unknown("head merge form")
+        out = Layout(a, x.segments, x.block * int(di[a + 1]))
+        dg.layouts[out0] = out
+        if t[a] != -1:
+            dg.fixups.append(Fixup(node, "reshape", out, [(a, 0)]))
+        return
+    raise _Unknown("reshape moves channels")
+
+
+def _visit_batched_matmul(node: Node, ins, out0: Value, dg: DependencyGraph, merge) -> None:
+    """MatMul of two activations (attention): channels may only sit on a broadcast batch axis
+    (heads), where both operands' layouts are coupled and carried to the output."""
+    tracked = [(i, l) for i, l in enumerate(ins[:2]) if l is not None]
+    r_out = _rank(out0)
+    if not tracked or r_out is None:
+        raise _Unknown("unknown rank")
+    negs = set()
+    for i, l in tracked:
+        ri = _rank(node.input(i))
+        if ri is None or ri < 3 or l.axis >= ri - 2:
+            raise _Unknown("channels on a matrix axis of a MatMul")
+        negs.add(l.axis - ri)
+    if len(negs) != 1:
+        raise _Unknown("channel axes do not line up")
+    neg = negs.pop()
+    base = tracked[0][1]
+    for _, l in tracked[1:]:
+        if not merge(base, l, node):
+            raise _Unknown("operands do not align")
+    for i in range(2):
+        if ins[i] is None:
+            d = _dims(node.input(i))
+            if d is None or (len(d) >= -neg and d[len(d) + neg] != 1):
+                raise _Unknown("untracked operand along the channel axis")
+    out = dg.canonical(base).with_axis(r_out + neg)
+    dg.layouts[out0] = out
+    dg.mac_nodes.append(MacNode(node, out, None))
 
 
 def channel_groups(model: Model) -> List[ChannelGroup]:

@@ -135,8 +135,14 @@ def format_summary(report: Dict[str, Any]) -> str:
     t = p.get("totals") or {}
     b, a = report["model"]["before"], report["model"]["after"]
     mode = p.get("mode") or (report.get("options") or {}).get("mode", "?")
-    lines = [f"pruning ({mode}, score {p.get('score')}, {'reconstructed' if p.get('reconstruct') else 'no reconstruction'}): "
-             f"{t.get('layers', len(p.get('layers') or []))} layers, weight sparsity {100 * t.get('sparsity', 0.0):.1f}%"]
+    if "groups" in p:  # prune-channels
+        pruned = [g for g in p["groups"] if g.get("channels_after", 0) < g.get("channels_before", 0)]
+        removed = sum(g["channels_before"] - g["channels_after"] for g in pruned)
+        lines = [f"pruning ({mode}, score {p.get('score')}, {'refit' if p.get('refit') else 'no refit'}): "
+                 f"{len(pruned)} channel groups pruned, {removed} channels removed"]
+    else:
+        lines = [f"pruning ({mode}, score {p.get('score')}, {'reconstructed' if p.get('reconstruct') else 'no reconstruction'}): "
+                 f"{t.get('layers', len(p.get('layers') or []))} layers, weight sparsity {100 * t.get('sparsity', 0.0):.1f}%"]
     rows = [("", "dense", "pruned"),
             ("parameters", _count(b["params"]), _count(a["params"])),
             ("nonzero parameters", _count(b["nonzeros"]), _count(a["nonzeros"])),

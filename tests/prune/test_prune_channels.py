@@ -141,3 +141,20 @@ def test_digits_refit(tmp_path) -> None:
           f"ORT latency (batch {len(xb)}) {lat_dense:.2f} ms -> {lat_pruned:.2f} ms")
     assert acc_refit > acc_plain
     assert acc_refit >= acc_dense - 0.01
+
+
+@pytest.mark.parametrize("allocation", ["greedy", "uniform"])
+def test_macs_target_allocations(allocation: str) -> None:
+    dense = conv_chain()
+    model = copy(dense)
+    rep = prune(model, f"prune-channels{{sparsity=0.4,target=macs,allocation={allocation}}}")
+    assert rep["macs_after"] <= 0.6 * rep["macs_before"] and rep["macs_after"] == total_macs(model)
+    feeds = random_inputs(dense, 0, 2)
+    assert run_model(model, feeds)[0].shape == run_model(dense, feeds)[0].shape
+
+
+def test_obs_score_needs_calibration() -> None:
+    from edgec.errors import EdgecError
+
+    with pytest.raises(EdgecError, match="calibration"):
+        prune(conv_chain(), "prune-channels{sparsity=0.4,score=obs}")
