@@ -321,12 +321,13 @@ def test_cli_compile_verify_and_determinism(tmp_path: Path) -> None:
 
 
 def test_cli_unsupported_op_and_symbolic_dims(tmp_path: Path) -> None:
-    m = _model([h.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest")], {"x": [1, 1, 2, 2]}, ["y"],
-               [nh.from_array(np.array([1, 1, 2, 2], np.float32), "sc")])
-    p = tmp_path / "resize.onnx"
+    m = _model([h.make_node("GridSample", ["x", "grid"], ["y"], name="sampler")], {"x": [1, 1, 2, 2], "grid": [1, 2, 2, 2]},
+               ["y"])
+    p = tmp_path / "gridsample.onnx"
     onnx.save(m, str(p))
     res = CliRunner().invoke(cli, ["compile", str(p), "-O0", "--target", "c", "-o", str(tmp_path / "o")])
-    assert res.exit_code == 2 and "Resize" in res.output and "node 'Resize" in res.output, res.output
+    assert res.exit_code == 2 and "GridSample" in res.output and "node 'sampler'" in res.output, res.output
+    assert not (tmp_path / "o").exists()
     res = CliRunner().invoke(cli, ["compile", str(_small(tmp_path)), "--target", "c", "-o", str(tmp_path / "o2")])
     assert res.exit_code == 2 and "--input-shape" in res.output, res.output
 

@@ -162,8 +162,214 @@ def act_helper(used: Sequence[str]) -> str:
 # --- shared helpers (C templates) ---------------------------------------------------------------
 
 HELPERS: Dict[str, str] = {
+    "act_fast": """\
+/* Activation over n floats: Relu, Clip and Gelu as branch-free loops the compiler vectorizes (one
+   conditional assignment per bound maps to max/min instructions with the ONNX NaN behaviour); Gelu's
+   erf is a rational approximation on [-4, 4] (abs error ~1e-7). Other codes: edgec_act. */
+static void edgec_act_fast(float* restrict y, long n, int act, float p0, float p1)
+{
+    if (act == 1) {
+        for (long i = 0; i < n; ++i) {
+            const float v = y[i];
+            y[i] = v > 0.0f ? v : 0.0f;
+        }
+    } else if (act == 2) {
+        for (long i = 0; i < n; ++i) {
+            float v = y[i];
+            v = v < p0 ? p0 : v;
+            v = v > p1 ? p1 : v;
+            y[i] = v;
+        }
+    } else if (act == 7) {
+        for (long i = 0; i < n; ++i) {
+            const float v = y[i];
+            float z = v * 0x1.6a09e6p-1f;
+            z = z < -4.0f ? -4.0f : z;
+            z = z > 4.0f ? 4.0f : z;
+            const float z2 = z * z;
+            float pz = z2 * -2.72614225801306e-10f + 2.77068142495902e-08f;
+            pz = z2 * pz - 2.10102402082508e-06f;
+            pz = z2 * pz - 5.69250639462346e-05f;
+            pz = z2 * pz - 7.34990630326855e-04f;
+            pz = z2 * pz - 2.95459980854025e-03f;
+            pz = z2 * pz - 1.60960333262415e-02f;
+            float qz = z2 * -1.45660718464996e-05f - 2.13374055278905e-04f;
+            qz = z2 * qz - 1.68282697438203e-03f;
+            qz = z2 * qz - 7.37332916720468e-03f;
+            qz = z2 * qz - 1.42647390514189e-02f;
+            y[i] = 0.5f * v * (1.0f + z * pz / qz);
+        }
+    } else if (act != 0) {
+        edgec_act(y, n, act, p0, p1);
+    }
+}
+""",
+    "gemm_core": """\
+/* Register-blocked GEMM: EDGEC_MR x EDGEC_NR tiles of Y accumulated in registers over the whole K.
+   B is always packed in panels of EDGEC_NR columns (panel q: element (k, j) at Bp[q*K*NR + k*NR + j],
+   zero-padded), A is read through one pointer per tile row (A(r, k) = ap[r][k * aks]): compile-time
+   packed weights (panels of MR rows, zero-padded) or a row-major / transposed activation matrix. */
+#define EDGEC_MR 6
+#define EDGEC_NR 16
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(EDGEC_NO_VECTOR_EXT)
+typedef float edgec_v8 __attribute__((vector_size(32)));
+typedef float edgec_v8u __attribute__((vector_size(32), aligned(4)));
+typedef int edgec_v8i __attribute__((vector_size(32)));
+/* lanes of a where the comparison mask m is set, else of b (no branches) */
+#define EDGEC_VSEL(m, a, b) ((edgec_v8)(((m) & (edgec_v8i)(a)) | (~(m) & (edgec_v8i)(b))))
+#define EDGEC_VEC 1
+#else
+#define EDGEC_VEC 0
+#endif
+/* Fused multiply-add in the accumulation loops even in ISO C mode (GCC's -std=c99 turns contraction off;
+   clang contracts within an expression by default). */
+#ifndef EDGEC_CONTRACT
+#if defined(__GNUC__) && !defined(__clang__)
+#define EDGEC_CONTRACT __attribute__((optimize("fp-contract=fast")))
+#else
+#define EDGEC_CONTRACT
+#endif
+#endif
+
+/* y[r*ldy + j] = act(alpha * sum_k A(r,k) B(k,j) + beta * C(r,j)) for r < mr, j < nr;
+   C(r, j) = cm[r*csm + j*csn] (cm NULL: none). */
+EDGEC_CONTRACT static void edgec_ukernel(long K, const float* const* ap, long aks, const float* restrict bp, long ldb,
+                                         float* restrict y,
+                          long ldy, long mr, long nr, float alpha, float beta, const float* restrict cm, long csm,
+                          long csn, int act, float p0, float p1)
+{
+    float t[EDGEC_MR][EDGEC_NR];
+    const float* restrict a0 = ap[0];
+    const float* restrict a1 = ap[1];
+    const float* restrict a2 = ap[2];
+    const float* restrict a3 = ap[3];
+    const float* restrict a4 = ap[4];
+    const float* restrict a5 = ap[5];
+#if EDGEC_VEC
+    edgec_v8 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+    edgec_v8 c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+    if (mr == 1) { /* one row (a matrix-vector product): no redundant rows */
+        for (long k = 0; k < K; ++k) {
+            const float s = a0[k * aks];
+            const edgec_v8 av = {s, s, s, s, s, s, s, s};
+            c00 += av * *(const edgec_v8u*)(bp + k * ldb);
+            c01 += av * *(const edgec_v8u*)(bp + k * ldb + 8);
+        }
+    } else {
+        for (long k = 0; k < K; ++k) {
+            const edgec_v8 b0 = *(const edgec_v8u*)(bp + k * ldb);
+            const edgec_v8 b1 = *(const edgec_v8u*)(bp + k * ldb + 8);
+            const long o = k * aks;
+            float s;
+            edgec_v8 av;
+            s = a0[o]; av = (edgec_v8){s, s, s, s, s, s, s, s}; c00 += av * b0; c01 += av * b1;
+            s = a1[o]; av = (edgec_v8){s, s, s, s, s, s, s, s}; c10 += av * b0; c11 += av * b1;
+            s = a2[o]; av = (edgec_v8){s, s, s, s, s, s, s, s}; c20 += av * b0; c21 += av * b1;
+            s = a3[o]; av = (edgec_v8){s, s, s, s, s, s, s, s}; c30 += av * b0; c31 += av * b1;
+            s = a4[o]; av = (edgec_v8){s, s, s, s, s, s, s, s}; c40 += av * b0; c41 += av * b1;
+            s = a5[o]; av = (edgec_v8){s, s, s, s, s, s, s, s}; c50 += av * b0; c51 += av * b1;
+        }
+    }
+    *(edgec_v8u*)&t[0][0] = c00; *(edgec_v8u*)&t[0][8] = c01;
+    *(edgec_v8u*)&t[1][0] = c10; *(edgec_v8u*)&t[1][8] = c11;
+    *(edgec_v8u*)&t[2][0] = c20; *(edgec_v8u*)&t[2][8] = c21;
+    *(edgec_v8u*)&t[3][0] = c30; *(edgec_v8u*)&t[3][8] = c31;
+    *(edgec_v8u*)&t[4][0] = c40; *(edgec_v8u*)&t[4][8] = c41;
+    *(edgec_v8u*)&t[5][0] = c50; *(edgec_v8u*)&t[5][8] = c51;
+#else
+    for (int r = 0; r < EDGEC_MR; ++r)
+        for (int j = 0; j < EDGEC_NR; ++j) t[r][j] = 0.0f;
+    for (long k = 0; k < K; ++k) {
+        const float* restrict b = bp + k * ldb;
+        const long o = k * aks;
+        const float av[EDGEC_MR] = {a0[o], a1[o], a2[o], a3[o], a4[o], a5[o]};
+        for (int r = 0; r < EDGEC_MR; ++r)
+            for (int j = 0; j < EDGEC_NR; ++j) t[r][j] += av[r] * b[j];
+    }
+#endif
+    /* epilogue: alpha, the C / bias term and Relu / Clip on whole 8-float vectors where possible */
+    for (long r = 0; r < mr; ++r) {
+        float* restrict tr = t[r];
+        float* restrict yr = y + r * ldy;
+        const int general_c = cm != NULL && csn != 0;
+        if (general_c) {
+            const float* restrict cr = cm + r * csm;
+            for (long j = 0; j < nr; ++j) tr[j] = alpha * tr[j] + beta * cr[j * csn];
+        }
+#if EDGEC_VEC
+        edgec_v8 v0 = *(const edgec_v8u*)tr, v1 = *(const edgec_v8u*)(tr + 8);
+        if (!general_c) {
+            const float cs = cm ? beta * cm[r * csm] : 0.0f;
+            const edgec_v8 va = {alpha, alpha, alpha, alpha, alpha, alpha, alpha, alpha};
+            const edgec_v8 vc = {cs, cs, cs, cs, cs, cs, cs, cs};
+            v0 = v0 * va + vc;
+            v1 = v1 * va + vc;
+        }
+        if (act == 1) {
+            const edgec_v8 z = {0};
+            v0 = EDGEC_VSEL(v0 > z, v0, z);
+            v1 = EDGEC_VSEL(v1 > z, v1, z);
+        } else if (act == 2) {
+            const edgec_v8 lo = {p0, p0, p0, p0, p0, p0, p0, p0}, hi = {p1, p1, p1, p1, p1, p1, p1, p1};
+            v0 = EDGEC_VSEL(v0 < lo, lo, v0);
+            v1 = EDGEC_VSEL(v1 < lo, lo, v1);
+            v0 = EDGEC_VSEL(v0 > hi, hi, v0);
+            v1 = EDGEC_VSEL(v1 > hi, hi, v1);
+        }
+        if (act <= 2 && nr == EDGEC_NR) {
+            *(edgec_v8u*)yr = v0;
+            *(edgec_v8u*)(yr + 8) = v1;
+            continue;
+        }
+        *(edgec_v8u*)tr = v0;
+        *(edgec_v8u*)(tr + 8) = v1;
+        if (act > 2) edgec_act_fast(tr, nr, act, p0, p1);
+#else
+        if (!general_c) {
+            const float cs = cm ? beta * cm[r * csm] : 0.0f;
+            for (long j = 0; j < nr; ++j) tr[j] = alpha * tr[j] + cs;
+        }
+        edgec_act_fast(tr, nr, act, p0, p1);
+#endif
+        for (long j = 0; j < nr; ++j) yr[j] = tr[j];
+    }
+}
+
+/* Y[M, N] (row stride ldy) = act(alpha * A B + beta * C). B: ldb == 0, packed panels (Bp); ldb > 0, a
+   row-major matrix with row stride ldb read in place (N a multiple of NR). A: apacked ? compile-time
+   panels (panel p: K x MR at A + p*K*MR) : element (i, k) at A[i*ars + k*aks]. Column blocks of nc
+   columns keep the B block in cache while every row panel of A passes over it. */
+static void edgec_gemm_packed(long M, long N, long K, const float* A, long ars, long aks, int apacked,
+                              const float* restrict Bp, long ldb, float* restrict Y, long ldy, float alpha,
+                              float beta,
+                              const float* Cm, long csm, long csn, long nc, int act, float p0, float p1)
+{
+    for (long j0 = 0; j0 < N; j0 += nc) {
+        const long j1 = j0 + nc < N ? j0 + nc : N;
+        for (long i0 = 0; i0 < M; i0 += EDGEC_MR) {
+            const long mr = M - i0 < EDGEC_MR ? M - i0 : EDGEC_MR;
+            const float* ap[EDGEC_MR];
+            long ks;
+            if (apacked) {
+                for (long r = 0; r < EDGEC_MR; ++r) ap[r] = A + (i0 / EDGEC_MR) * K * EDGEC_MR + r;
+                ks = EDGEC_MR;
+            } else {
+                for (long r = 0; r < EDGEC_MR; ++r) ap[r] = A + (i0 + (r < mr ? r : mr - 1)) * ars;
+                ks = aks;
+            }
+            for (long j = j0; j < j1; j += EDGEC_NR) {
+                const long nr = j1 - j < EDGEC_NR ? j1 - j : EDGEC_NR;
+                edgec_ukernel(K, ap, ks, ldb ? Bp + j : Bp + (j / EDGEC_NR) * K * EDGEC_NR, ldb ? ldb : EDGEC_NR,
+                              Y + i0 * ldy + j, ldy, mr, nr, alpha, beta, Cm ? Cm + i0 * csm + j * csn : NULL, csm,
+                              csn, act, p0, p1);
+            }
+        }
+    }
+}
+""",
     "conv": """\
-/* Direct convolution, NCHW, groups/dilations/strides/pads; act applied per output plane. */
+/* Direct convolution, NCHW, groups/dilations/strides/pads; act applied per output plane. Used when
+   there are too few output channels per group for the GEMM path. */
 static void edgec_conv2d(const float* restrict x, const float* restrict w, const float* restrict b,
                          float* restrict y, long N, long C, long H, long W, long M, long OH, long OW,
                          long KH, long KW, long sh, long sw, long dh, long dw, long ph, long pw, long G,
@@ -200,45 +406,277 @@ static void edgec_conv2d(const float* restrict x, const float* restrict w, const
                     }
                 }
             }
-            edgec_act(yp, plane, act, p0, p1);
+            edgec_act_fast(yp, plane, act, p0, p1);
+        }
+    }
+}
+""",
+    "conv_small": """\
+#ifndef EDGEC_CONTRACT
+#if defined(__GNUC__) && !defined(__clang__)
+#define EDGEC_CONTRACT __attribute__((optimize("fp-contract=fast")))
+#else
+#define EDGEC_CONTRACT
+#endif
+#endif
+/* Convolution without scratch for small layers: for each output pixel, the output channels of a group
+   in chunks of 16 accumulate over the taps; weights transposed at compile time to [G][K][mg rounded up
+   to 16] (K = cg*KH*KW, zero-padded), so the chunk update is one contiguous, vectorizable row. */
+EDGEC_CONTRACT static void edgec_conv_small(const float* restrict x, const float* restrict wt,
+                                            const float* restrict b, float* restrict y, long N, long C, long H,
+                                            long W, long M, long OH, long OW, long KH, long KW, long sh, long sw,
+                                            long dh, long dw, long ph, long pw, long G, int act, float p0, float p1)
+{
+    const long cg = C / G, mg = M / G, K = cg * KH * KW, P = OH * OW, mgp = (mg + 15) / 16 * 16;
+    for (long n = 0; n < N; ++n) {
+        for (long g = 0; g < G; ++g) {
+            const float* restrict xg = x + (n * C + g * cg) * H * W;
+            for (long oh = 0; oh < OH; ++oh) {
+                for (long ow = 0; ow < OW; ++ow) {
+                    for (long m0 = 0; m0 < mg; m0 += 16) {
+                        float acc[16];
+                        for (int j = 0; j < 16; ++j) acc[j] = 0.0f;
+                        const float* restrict wg = wt + g * K * mgp + m0;
+                        for (long kh = 0; kh < KH; ++kh) {
+                            const long ih = oh * sh - ph + kh * dh;
+                            if (ih < 0 || ih >= H) continue;
+                            for (long kw = 0; kw < KW; ++kw) {
+                                const long iw = ow * sw - pw + kw * dw;
+                                if (iw < 0 || iw >= W) continue;
+                                const float* restrict xp = xg + ih * W + iw;
+                                const float* restrict wr = wg + (kh * KW + kw) * mgp;
+                                for (long c = 0; c < cg; ++c) {
+                                    const float xv = xp[c * H * W];
+                                    const float* restrict wc = wr + c * KH * KW * mgp;
+                                    for (int j = 0; j < 16; ++j) acc[j] += wc[j] * xv;
+                                }
+                            }
+                        }
+                        const long mr = mg - m0 < 16 ? mg - m0 : 16;
+                        float* restrict yp = y + (n * M + g * mg + m0) * P + oh * OW + ow;
+                        for (long j = 0; j < mr; ++j) yp[j * P] = acc[j] + (b ? b[g * mg + m0 + j] : 0.0f);
+                    }
+                }
+            }
+        }
+        edgec_act_fast(y + n * M * P, M * P, act, p0, p1);
+    }
+}
+""",
+    "conv_gemm": """\
+/* Packs output pixels [p0, p0 + np) of the im2col matrix of one group (cg channels) into NR-wide
+   panels: row k = (c, kh, kw), zero outside the image and in the padding columns of the last panel.
+   A 1x1, stride-1, unpadded convolution copies rows of x. */
+static void edgec_im2col_pack(const float* restrict x, float* restrict bp, long cg, long H, long W, long OW,
+                              long KH, long KW, long sh, long sw, long dh, long dw, long ph, long pw, long p0,
+                              long np)
+{
+    const long K = cg * KH * KW;
+    const int pointwise = KH == 1 && KW == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0;
+    for (long q = 0; q < np; q += EDGEC_NR) {
+        const long w = np - q < EDGEC_NR ? np - q : EDGEC_NR;
+        float* restrict dst = bp + (q / EDGEC_NR) * K * EDGEC_NR;
+        if (pointwise) {
+            for (long c = 0; c < cg; ++c) {
+                const float* restrict src = x + c * H * W + p0 + q;
+                float* restrict d = dst + c * EDGEC_NR;
+#if EDGEC_VEC
+                if (w == EDGEC_NR) {
+                    *(edgec_v8u*)d = *(const edgec_v8u*)src;
+                    *(edgec_v8u*)(d + 8) = *(const edgec_v8u*)(src + 8);
+                    continue;
+                }
+#endif
+                for (long j = 0; j < w; ++j) d[j] = src[j];
+                for (long j = w; j < EDGEC_NR; ++j) d[j] = 0.0f;
+            }
+            continue;
+        }
+        /* the panel's pixels as runs within one output row: (oh, first ow, first j, length) */
+        long run_oh[EDGEC_NR], run_ow[EDGEC_NR], run_j[EDGEC_NR], run_n[EDGEC_NR], runs = 0;
+        for (long j = 0; j < w;) {
+            const long p = p0 + q + j, oh = p / OW, ow = p % OW;
+            const long n = OW - ow < w - j ? OW - ow : w - j;
+            run_oh[runs] = oh;
+            run_ow[runs] = ow;
+            run_j[runs] = j;
+            run_n[runs] = n;
+            ++runs;
+            j += n;
+        }
+        for (long kh = 0; kh < KH; ++kh) {
+            for (long kw = 0; kw < KW; ++kw) {
+                const long kk = kh * KW + kw, cs = KH * KW * EDGEC_NR; /* row of channel c: kk + c * KH * KW */
+                for (long r = 0; r < runs; ++r) {
+                    float* restrict d = dst + kk * EDGEC_NR + run_j[r];
+                    const long n = run_n[r], ih = run_oh[r] * sh - ph + kh * dh;
+                    /* iw = iw0 + j * sw inside [0, W) for j in [jl, jh) */
+                    const long iw0 = run_ow[r] * sw - pw + kw * dw;
+                    long jl = iw0 >= 0 ? 0 : (-iw0 + sw - 1) / sw;
+                    long jh = W - iw0 <= 0 ? 0 : (W - iw0 + sw - 1) / sw;
+                    if (jh > n) jh = n;
+                    if (ih < 0 || ih >= H) jh = 0;
+                    if (jl > jh) jl = jh;
+                    const float* restrict src = x + (ih < 0 || ih >= H ? 0 : ih * W) + iw0;
+                    if (jl == 0 && jh == n && sw == 1) {
+#if EDGEC_VEC
+                        if (n == EDGEC_NR) {
+                            for (long c = 0; c < cg; ++c, d += cs, src += H * W) {
+                                *(edgec_v8u*)d = *(const edgec_v8u*)src;
+                                *(edgec_v8u*)(d + 8) = *(const edgec_v8u*)(src + 8);
+                            }
+                            continue;
+                        }
+#endif
+                        for (long c = 0; c < cg; ++c, d += cs, src += H * W)
+                            for (long j = 0; j < n; ++j) d[j] = src[j];
+                        continue;
+                    }
+                    for (long c = 0; c < cg; ++c, d += cs, src += H * W) {
+                        for (long j = 0; j < jl; ++j) d[j] = 0.0f;
+                        for (long j = jl; j < jh; ++j) d[j] = src[j * sw];
+                        for (long j = jh; j < n; ++j) d[j] = 0.0f;
+                    }
+                }
+                if (w < EDGEC_NR) {
+                    float* restrict d = dst + kk * EDGEC_NR;
+                    for (long c = 0; c < cg; ++c, d += cs)
+                        for (long j = w; j < EDGEC_NR; ++j) d[j] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* Convolution as GEMM per group: Y_g[mg, OH*OW] = W_g[mg, cg*KH*KW] im2col(X_g), with the weights packed
+   at compile time (groups one after the other, mg rounded up to MR) and the im2col matrix packed
+   block by block (nc output pixels) into the scratch buffer; bias and activation in the epilogue. */
+static void edgec_conv_gemm(const float* restrict x, const float* restrict wp, const float* restrict b,
+                            float* restrict y, float* restrict scratch, long N, long C, long H, long W, long M,
+                            long OH, long OW, long KH, long KW, long sh, long sw, long dh, long dw, long ph,
+                            long pw, long G, long nc, int act, float p0, float p1)
+{
+    const long cg = C / G, mg = M / G, K = cg * KH * KW, P = OH * OW;
+    const long mgp = (mg + EDGEC_MR - 1) / EDGEC_MR * EDGEC_MR;
+    for (long n = 0; n < N; ++n) {
+        for (long g = 0; g < G; ++g) {
+            const float* restrict xg = x + (n * C + g * cg) * H * W;
+            float* restrict yg = y + (n * M + g * mg) * P;
+            const float* restrict wg = wp + g * mgp * K;
+            const float* restrict bg = b ? b + g * mg : NULL;
+            long j0 = 0;
+            if (KH == 1 && KW == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0) {
+                /* 1x1: the input planes are B itself; full panels are read in place, the tail is packed */
+                const long full = P / EDGEC_NR * EDGEC_NR;
+                if (full > 0)
+                    edgec_gemm_packed(mg, full, K, wg, 0, 0, 1, xg, P, yg, P, 1.0f, 1.0f, bg, 1, 0, nc, act, p0, p1);
+                j0 = full;
+            }
+            for (; j0 < P; j0 += nc) {
+                const long np = P - j0 < nc ? P - j0 : nc;
+                edgec_im2col_pack(xg, scratch, cg, H, W, OW, KH, KW, sh, sw, dh, dw, ph, pw, j0, np);
+                edgec_gemm_packed(mg, np, K, wg, 0, 0, 1, scratch, 0, yg + j0, P, 1.0f, 1.0f, bg, 1, 0, np, act, p0,
+                                  p1);
+            }
+        }
+    }
+}
+""",
+    "dwconv": """\
+#ifndef EDGEC_CONTRACT
+#if defined(__GNUC__) && !defined(__clang__)
+#define EDGEC_CONTRACT __attribute__((optimize("fp-contract=fast")))
+#else
+#define EDGEC_CONTRACT
+#endif
+#endif
+/* Depthwise convolution through a zero-padded copy of each input plane (scratch of Hp x Wp floats,
+   Hp = (OH-1)*sh + (KH-1)*dh + 1, Wp likewise): every output column is interior, so each output row
+   is one branch-free, vectorizable pass; 3x3 kernels are unrolled. */
+EDGEC_CONTRACT static void edgec_dwconv2d_padded(const float* restrict x, const float* restrict w,
+                                                 const float* restrict b, float* restrict y, float* restrict buf,
+                                                 long N, long C, long H, long W, long OH, long OW, long KH, long KW,
+                                                 long sh, long sw, long dh, long dw, long ph, long pw, int act,
+                                                 float p0, float p1)
+{
+    const long Hp = (OH - 1) * sh + (KH - 1) * dh + 1, Wp = (OW - 1) * sw + (KW - 1) * dw + 1;
+    const long h1 = H < Hp - ph ? H : Hp - ph, w1 = W < Wp - pw ? W : Wp - pw; /* image part inside buf */
+    for (long i = 0; i < Hp * Wp; ++i) buf[i] = 0.0f;
+    for (long n = 0; n < N; ++n) {
+        for (long c = 0; c < C; ++c) {
+            const float* restrict xp = x + (n * C + c) * H * W;
+            for (long ih = 0; ih < h1; ++ih) {
+                float* restrict d = buf + (ih + ph) * Wp + pw;
+                const float* restrict s = xp + ih * W;
+                for (long iw = 0; iw < w1; ++iw) d[iw] = s[iw];
+            }
+            const float* restrict wc = w + c * KH * KW;
+            float* restrict yp = y + (n * C + c) * OH * OW;
+            const float bias = b ? b[c] : 0.0f;
+            for (long oh = 0; oh < OH; ++oh) {
+                float* restrict yr = yp + oh * OW;
+                const float* restrict r0 = buf + oh * sh * Wp;
+                if (KH == 3 && KW == 3) {
+                    const float* restrict r1 = r0 + dh * Wp;
+                    const float* restrict r2 = r0 + 2 * dh * Wp;
+                    const float w0 = wc[0], w1_ = wc[1], w2 = wc[2], w3 = wc[3], w4 = wc[4], w5 = wc[5];
+                    const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
+                    const long d1 = dw, d2 = 2 * dw;
+                    if (sw == 1) {
+                        for (long ow = 0; ow < OW; ++ow)
+                            yr[ow] = bias + w0 * r0[ow] + w1_ * r0[ow + d1] + w2 * r0[ow + d2]
+                                   + w3 * r1[ow] + w4 * r1[ow + d1] + w5 * r1[ow + d2]
+                                   + w6 * r2[ow] + w7 * r2[ow + d1] + w8 * r2[ow + d2];
+                    } else {
+                        for (long ow = 0; ow < OW; ++ow) {
+                            const long i = ow * sw;
+                            yr[ow] = bias + w0 * r0[i] + w1_ * r0[i + d1] + w2 * r0[i + d2]
+                                   + w3 * r1[i] + w4 * r1[i + d1] + w5 * r1[i + d2]
+                                   + w6 * r2[i] + w7 * r2[i + d1] + w8 * r2[i + d2];
+                        }
+                    }
+                } else {
+                    for (long ow = 0; ow < OW; ++ow) yr[ow] = bias;
+                    for (long kh = 0; kh < KH; ++kh) {
+                        const float* restrict rr = r0 + kh * dh * Wp;
+                        for (long kw = 0; kw < KW; ++kw) {
+                            const float wv = wc[kh * KW + kw];
+                            const long off = kw * dw;
+                            for (long ow = 0; ow < OW; ++ow) yr[ow] += wv * rr[ow * sw + off];
+                        }
+                    }
+                }
+            }
+            edgec_act_fast(yp, OH * OW, act, p0, p1);
         }
     }
 }
 """,
     "gemm": """\
-/* Y[M,N] = act(alpha * op(A) op(B) + beta * C); C read with strides (csm, csn) (0: broadcast). */
-static void edgec_gemm(const float* restrict A, const float* restrict B, const float* restrict Cm,
-                       float* restrict Y, long M, long N, long K, int ta, int tb, float alpha, float beta,
-                       long csm, long csn, int act, float p0, float p1)
+/* Y[M,N] = act(alpha * A B + beta * C): A(i, k) = A[i*ars + k*aks]; B compile-time packed (bpacked) or
+   B(k, j) = B[k*bks + j*bjs], packed into the scratch buffer first; C(i, j) = Cm[i*csm + j*csn]. */
+static void edgec_gemm(const float* restrict A, long ars, long aks, const float* restrict B, int bpacked, long bks,
+                       long bjs, const float* restrict Cm, float* restrict Y, long M, long N, long K, float alpha,
+                       float beta, long csm, long csn, long nc, int act, float p0, float p1, float* restrict scratch)
 {
-    for (long i = 0; i < M; ++i) {
-        float* restrict y = Y + i * N;
-        if (Cm) {
-            for (long j = 0; j < N; ++j) y[j] = beta * Cm[i * csm + j * csn];
-        } else {
-            for (long j = 0; j < N; ++j) y[j] = 0.0f;
-        }
-        if (!tb) {
+    const float* Bp = B;
+    if (!bpacked) {
+        for (long q = 0; q < N; q += EDGEC_NR) {
+            const long w = N - q < EDGEC_NR ? N - q : EDGEC_NR;
+            float* restrict d = scratch + (q / EDGEC_NR) * K * EDGEC_NR;
             for (long k = 0; k < K; ++k) {
-                const float a = alpha * (ta ? A[k * M + i] : A[i * K + k]);
-                const float* restrict b = B + k * N;
-                for (long j = 0; j < N; ++j) y[j] += a * b[j];
-            }
-        } else {
-            for (long j = 0; j < N; ++j) {
-                const float* restrict b = B + j * K;
-                float s = 0.0f;
-                if (!ta) {
-                    const float* restrict a = A + i * K;
-                    for (long k = 0; k < K; ++k) s += a[k] * b[k];
+                const float* restrict s = B + k * bks + q * bjs;
+                if (bjs == 1) {
+                    for (long j = 0; j < w; ++j) d[k * EDGEC_NR + j] = s[j];
                 } else {
-                    for (long k = 0; k < K; ++k) s += A[k * M + i] * b[k];
+                    for (long j = 0; j < w; ++j) d[k * EDGEC_NR + j] = s[j * bjs];
                 }
-                y[j] += alpha * s;
+                for (long j = w; j < EDGEC_NR; ++j) d[k * EDGEC_NR + j] = 0.0f;
             }
         }
-        edgec_act(y, N, act, p0, p1);
+        Bp = scratch;
     }
+    edgec_gemm_packed(M, N, K, A, ars, aks, 0, Bp, 0, Y, N, alpha, beta, Cm, csm, csn, nc, act, p0, p1);
 }
 """,
     "pool": """\
@@ -368,7 +806,11 @@ static void edgec_batchnorm(const float* restrict x, const float* restrict scale
 }
 
 #: helper -> helpers it calls.
-HELPER_DEPS: Dict[str, Tuple[str, ...]] = {"conv": ("act",), "gemm": ("act",)}
+HELPER_DEPS: Dict[str, Tuple[str, ...]] = {"act_fast": ("act",), "conv": ("act", "act_fast"),
+                                           "gemm": ("act", "act_fast", "gemm_core"),
+                                           "gemm_core": ("act", "act_fast"),
+                                           "conv_gemm": ("act", "act_fast", "gemm_core"),
+                                           "dwconv": ("act", "act_fast"), "conv_small": ("act", "act_fast")}
 
 
 # --- the generator interface --------------------------------------------------------------------
@@ -386,6 +828,9 @@ class NodeCode:
     #: True when the generator checked the element types of its operands and outputs itself;
     #: otherwise the emitter accepts float32 only (plus Gather indices).
     typed: bool = False
+    #: Bytes of temporary storage the body needs (``s0``, a 16-byte aligned ``float*`` into the arena,
+    #: live during this node only); 0: none.
+    scratch: int = 0
 
 
 class KernelContext:
@@ -458,7 +903,82 @@ def _spatial(node: Node, x: Tuple[int, ...], y: Tuple[int, ...], k: Sequence[int
     return pads[:ns], pads[ns:]
 
 
+#: Register tile of the GEMM micro-kernel (``EDGEC_MR`` x ``EDGEC_NR`` in the ``gemm_core`` helper).
+_MR, _NR = 6, 16
+#: Floats of one packed B block (K x nc) that the GEMM keeps in cache while every row panel of A
+#: passes over it; also the size of a convolution's im2col scratch (128 KiB).
+_BLOCK_FLOATS = 32768
+#: Convolutions with fewer MACs use the pixel-wise kernel without scratch: the im2col scratch (part of
+#: the arena) would cost more RAM on tiny models than the GEMM saves time there.
+GEMM_MIN_MACS = 1 << 17
+
+
+def _round_up(n: int, m: int) -> int:
+    return (int(n) + m - 1) // m * m
+
+
+def _block_cols(kk: int, n: int) -> int:
+    """Columns of one packed B block: a multiple of NR, at most ``n`` rounded up."""
+    nc = max(_NR, (_BLOCK_FLOATS // max(1, kk)) // _NR * _NR)
+    return min(nc, _round_up(max(1, n), _NR))
+
+
+def _packed_const(k: KernelContext, base: Value, tag: str, make: Callable[[np.ndarray], np.ndarray]) -> Value:
+    """A new float32 constant ``make(base)`` (weights repacked at compile time for a kernel), cached per
+    (base, tag) so that nodes sharing a weight share the packed copy."""
+    from ...ir import ArrayTensor, Shape, TensorType
+
+    cache = k.__dict__.setdefault("_packed", {})
+    key = (id(base), tag)
+    if key not in cache:
+        arr = np.ascontiguousarray(make(np.asarray(base.const.numpy(), dtype=np.float32)), dtype=np.float32)
+        cache[key] = (base, Value(f"{base.name}_{tag}", TensorType(DType.FLOAT, Shape(tuple(arr.shape))),
+                                  ArrayTensor(arr)))
+    return cache[key][1]
+
+
+def _pack_a(w: np.ndarray, groups: int) -> np.ndarray:
+    """[M, K] per group -> panels of MR rows (rows padded with zeros to a multiple of MR), each K x MR."""
+    m, kk = w.shape[0], int(np.prod(w.shape[1:]))
+    mg = m // groups
+    mgp = _round_up(mg, _MR)
+    out = []
+    for g in range(groups):
+        a = np.zeros((mgp, kk), np.float32)
+        a[:mg] = w[g * mg:(g + 1) * mg].reshape(mg, kk)
+        out.append(a.reshape(mgp // _MR, _MR, kk).transpose(0, 2, 1).reshape(-1))
+    return np.concatenate(out)
+
+
+def _pack_small(w: np.ndarray, groups: int) -> np.ndarray:
+    """[M, cg, KH, KW] -> per group [K, mg rounded up to 16] (transposed, zero-padded)."""
+    m, kk = w.shape[0], int(np.prod(w.shape[1:]))
+    mg = m // groups
+    mgp = _round_up(mg, 16)
+    out = []
+    for g in range(groups):
+        t = np.zeros((kk, mgp), np.float32)
+        t[:, :mg] = w[g * mg:(g + 1) * mg].reshape(mg, kk).T
+        out.append(t.reshape(-1))
+    return np.concatenate(out)
+
+
+def _pack_b(b: np.ndarray) -> np.ndarray:
+    """[..., K, N] -> per matrix, panels of NR columns (zero-padded), each K x NR."""
+    kk, n = b.shape[-2], b.shape[-1]
+    lead = b.shape[:-2]
+    b = b.reshape((-1, kk, n))
+    np_ = _round_up(n, _NR)
+    p = np.zeros((b.shape[0], kk, np_), np.float32)
+    p[:, :, :n] = b
+    return p.reshape(b.shape[0], kk, np_ // _NR, _NR).transpose(0, 2, 1, 3).reshape(lead + (kk * np_,))
+
+
 def gen_conv(node: Node, k: KernelContext) -> NodeCode:
+    """Depthwise: a direct kernel (3x3 unrolled). Constant weights: at least :data:`GEMM_MIN_MACS` MACs,
+    im2col blocks + packed GEMM with bias and activation in the epilogue (1x1 convolutions pack their
+    input rows as is); fewer, a pixel-wise kernel over transposed weights (no scratch). Runtime
+    weights: the direct kernel."""
     x, w, y = k.dims(node.input(0)), k.dims(node.input(1)), k.dims(node.output(0))
     if len(x) not in (3, 4):
         raise unsupported(node, f"only 1-D and 2-D convolution (input rank {len(x)})")
@@ -473,13 +993,39 @@ def gen_conv(node: Node, k: KernelContext) -> NodeCode:
     act, p0, p1 = _activation(node)
     ops = [node.input(0), node.input(1)] + ([node.input(2)] if node.input(2) is not None else [])
     bias = "x2" if len(ops) == 3 else "NULL"
+    macs = _prod(y) * _prod(w[1:])
+    tail = f"{ACT_CODES[act]}, {flit(p0)}, {flit(p1)});\n"
+    geo = f"{ks[0]}, {ks[1]}, {st[0]}, {st[1]}, {dl[0]}, {dl[1]}, {pb[0]}, {pb[1]}"
+    cg, mg = x[1] // g, y[1] // g
+    wc = k.const(node.input(1))
+    if cg == 1 and mg == 1:
+        hp = (y[2] - 1) * st[0] + (ks[0] - 1) * dl[0] + 1
+        wp = (y[3] - 1) * st[1] + (ks[1] - 1) * dl[1] + 1
+        body = (f"    edgec_dwconv2d_padded(x0, x1, {bias}, y0, s0, {x[0]}, {x[1]}, {x[2]}, {x[3]}, {y[2]}, {y[3]}, "
+                f"{geo}, " + tail)
+        return NodeCode(ops, body, ["dwconv"], [act], macs=macs, scratch=4 * hp * wp)
+    if wc is not None and wc.dtype == np.float32 and macs >= GEMM_MIN_MACS:
+        kk, p = cg * ks[0] * ks[1], y[2] * y[3]
+        nc = _block_cols(kk, p)
+        scratch = 4 * kk * nc
+        if ks == [1, 1] and st == [1, 1] and pb == [0, 0]:  # 1x1: only the last partial panel is packed
+            scratch = 4 * kk * _NR if p % _NR else 0
+        ops[1] = _packed_const(k, node.input(1), f"packed{_MR}g{g}", lambda a: _pack_a(a, g))
+        body = (f"    edgec_conv_gemm(x0, x1, {bias}, y0, {'s0' if scratch else 'NULL'}, {x[0]}, {x[1]}, {x[2]}, "
+                f"{x[3]}, {y[1]}, {y[2]}, {y[3]}, {geo}, {g}, {nc}, " + tail)
+        return NodeCode(ops, body, ["conv_gemm"], [act], macs=macs, scratch=scratch)
+    if wc is not None and wc.dtype == np.float32:
+        ops[1] = _packed_const(k, node.input(1), f"t16g{g}", lambda a: _pack_small(a, g))
+        body = (f"    edgec_conv_small(x0, x1, {bias}, y0, {x[0]}, {x[1]}, {x[2]}, {x[3]}, {y[1]}, {y[2]}, {y[3]}, "
+                f"{geo}, {g}, " + tail)
+        return NodeCode(ops, body, ["conv_small"], [act], macs=macs)
     body = (f"    edgec_conv2d(x0, x1, {bias}, y0, {x[0]}, {x[1]}, {x[2]}, {x[3]}, {y[1]}, {y[2]}, {y[3]}, "
-            f"{ks[0]}, {ks[1]}, {st[0]}, {st[1]}, {dl[0]}, {dl[1]}, {pb[0]}, {pb[1]}, {g}, "
-            f"{ACT_CODES[act]}, {flit(p0)}, {flit(p1)});\n")
-    return NodeCode(ops, body, ["conv"], [act], macs=_prod(y) * _prod(w[1:]))
+            f"{geo}, {g}, " + tail)
+    return NodeCode(ops, body, ["conv"], [act], macs=macs)
 
 
 def gen_gemm(node: Node, k: KernelContext) -> NodeCode:
+    """Packed GEMM: a constant B is packed at compile time, a runtime B into the node's scratch."""
     a, b, y = k.dims(node.input(0)), k.dims(node.input(1)), k.dims(node.output(0))
     ta, tb = int(node.attr("transA", 0)), int(node.attr("transB", 0))
     alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
@@ -494,12 +1040,22 @@ def gen_gemm(node: Node, k: KernelContext) -> NodeCode:
         st = _bcast_strides(cd, (m, n))
         ops.append(cv)
         c_arg, csm, csn = "x2", st[0], st[1]
-    body = (f"    edgec_gemm(x0, x1, {c_arg}, y0, {m}, {n}, {kk}, {ta}, {tb}, {flit(alpha)}, {flit(beta)}, "
-            f"{csm}, {csn}, {ACT_CODES[act]}, {flit(p0)}, {flit(p1)});\n")
-    return NodeCode(ops, body, ["gemm"], [act], macs=_prod(y) * kk)
+    ars, aks = (1, m) if ta else (kk, 1)
+    bc = k.const(node.input(1))
+    scratch = 0
+    if bc is not None and bc.dtype == np.float32:
+        ops[1] = _packed_const(k, node.input(1), f"packed{_NR}t{tb}", lambda w: _pack_b(w.T if tb else w))
+        bargs, sarg = "1, 0, 0", "NULL"
+    else:
+        bargs, sarg = ("0, 1, " + str(kk) if tb else f"0, {n}, 1"), "s0"
+        scratch = 4 * kk * _round_up(n, _NR)
+    body = (f"    edgec_gemm(x0, {ars}, {aks}, x1, {bargs}, {c_arg}, y0, {m}, {n}, {kk}, {flit(alpha)}, "
+            f"{flit(beta)}, {csm}, {csn}, {_block_cols(kk, n)}, {ACT_CODES[act]}, {flit(p0)}, {flit(p1)}, {sarg});\n")
+    return NodeCode(ops, body, ["gemm"], [act], macs=_prod(y) * kk, scratch=scratch)
 
 
 def gen_matmul(node: Node, k: KernelContext) -> NodeCode:
+    """Batched packed GEMM; a constant B is packed at compile time (once when broadcast over the batch)."""
     a, b = k.dims(node.input(0)), k.dims(node.input(1))
     a2 = (1,) + a if len(a) == 1 else a
     b2 = b + (1,) if len(b) == 1 else b
@@ -507,19 +1063,30 @@ def gen_matmul(node: Node, k: KernelContext) -> NodeCode:
     batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2])) if len(a2) > 2 or len(b2) > 2 else ()
     act, p0, p1 = _activation(node)
     ops = [node.input(0), node.input(1)]
-    bias = "NULL"
+    bias, csn = "NULL", 0
     if node.domain == "edgec" and node.input(2) is not None:
         if _prod(k.dims(node.input(2))) != n:
             raise unsupported(node, "FusedMatMul bias must have N elements")
         ops.append(node.input(2))
-        bias = "x2"
+        bias, csn = "x2", 1
+    bc = k.const(node.input(1))
+    scratch = 0
+    if bc is not None and bc.dtype == np.float32:
+        ops[1] = _packed_const(k, node.input(1), f"packed{_NR}", lambda w: _pack_b(w.reshape(b2)))
+        bmat = kk * _round_up(n, _NR)
+        bargs, sarg = "1, 0, 0", "NULL"
+    else:
+        bmat = kk * n
+        bargs, sarg = f"0, {n}, 1", "s0"
+        scratch = 4 * kk * _round_up(n, _NR)
     a_st = [s * m * kk for s in _bcast_strides(a2[:-2], batch)] if batch else []
-    b_st = [s * kk * n for s in _bcast_strides(b2[:-2], batch)] if batch else []
+    b_st = [s * bmat for s in _bcast_strides(b2[:-2], batch)] if batch else []
     y_st = [s * m * n for s in _strides(batch)]
-    call = (lambda o: f"edgec_gemm(x0 + {o[0]}, x1 + {o[1]}, {bias}, y0 + {o[2]}, {m}, {n}, {kk}, 0, 0, 1.0f, "
-            f"1.0f, 0, 1, {ACT_CODES[act]}, {flit(p0)}, {flit(p1)});")
+    nc = _block_cols(kk, n)
+    call = (lambda o: f"edgec_gemm(x0 + {o[0]}, {kk}, 1, x1 + {o[1]}, {bargs}, {bias}, y0 + {o[2]}, {m}, {n}, {kk}, "
+            f"1.0f, 1.0f, 0, {csn}, {nc}, {ACT_CODES[act]}, {flit(p0)}, {flit(p1)}, {sarg});")
     body = loop_nest(batch, [(0, a_st), (0, b_st), (0, y_st)], call)
-    return NodeCode(ops, body, ["gemm"], [act], macs=_prod(batch) * m * n * kk)
+    return NodeCode(ops, body, ["gemm"], [act], macs=_prod(batch) * m * n * kk, scratch=scratch)
 
 
 def gen_pool(node: Node, k: KernelContext) -> NodeCode:
