@@ -119,3 +119,27 @@ def _register_shape_rules() -> None:
 
 
 _register_shape_rules()
+
+
+# --- integer ops of the int8 C target (created by edgec.backends.c.integerize) -------------------------
+#: integer op -> (min inputs, max inputs, doc). All carry ``qmin``, ``qmax``, ``y_zero_point``,
+#: ``rounding`` ("double" | "single"), ``source_op`` and ``fused`` (list of folded op types).
+INTEGER_OPS: Dict[str, Tuple[int, int, str]] = {
+    "QConv": (5, 5, "int8 Conv: X, W int8 [M,C/G,kh,kw], B int32 (zero-point terms folded), M0, SHIFT int32; "
+                    "acc = B + sum(X_pad*W) (padding reads x_zero_point), y = clamp(MBQM(acc) + y_zero_point)"),
+    "QGemm": (5, 5, "int8 fully connected: X [..., K], W int8 [N, K], B int32 [N] folded, M0, SHIFT int32"),
+    "QAdd": (2, 2, "TFLite int8 Add/Sub (left shift 20, three multipliers), numpy broadcasting"),
+    "QMul": (2, 2, "TFLite int8 Mul: MBQM((a-za)*(b-zb), M) + y_zero_point"),
+    "QAvgPool": (1, 1, "int8 average pool (global=1: over all spatial dims): sum(q)/n rounded half away"),
+    "QRequant": (1, 1, "int8 requantization clamp(MBQM(x - x_zero_point, multiplier, shift) + y_zero_point)"),
+}
+
+
+def _register_integer_ops() -> None:
+    have = registered_ops()
+    for op, (lo, hi, doc) in INTEGER_OPS.items():
+        if (DOMAIN, op) not in have:
+            register_op(DOMAIN, op, min_inputs=lo, max_inputs=hi, num_outputs=1, doc=doc)
+
+
+_register_integer_ops()

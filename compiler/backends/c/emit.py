@@ -125,12 +125,16 @@ def _check_static(model: Model) -> None:
                 "x".join(str(d) for d in t.shape.dims)
             raise EdgecError(f"C target needs static shapes: value '{v.name}' has shape {shown}; pin the inputs "
                              f"with --input-shape NAME=D1xD2x... (or SYMBOL=N)")
-        if any(int(d) == 0 for d in t.shape.dims):
+        if any(int(d) == 0 for d in t.shape.dims) and not (v.is_constant() and not v.is_graph_output()):
             raise UnsupportedModelError(f"C target: value '{v.name}' has a zero-sized dim")
 
 
-def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
-    """C code for ``model`` (optimized, static shapes) with prefix ``name``."""
+def generate_c(model: Model, name: str = "model", *, source: str = "", placement: Optional[Any] = None) -> CCode:
+    """C code for ``model`` (optimized, static shapes) with prefix ``name``.
+
+    ``placement(node) -> "npu" | "cpu"`` places the integer layers (:mod:`.kernels_int8`): NPU layers
+    call the accelerator HAL (``<name>_npu.h``), CPU layers inline C; default: every one on "npu".
+    """
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in _C_KEYWORDS:
         raise EdgecError(f"--name '{name}' is not a C identifier")
     infer_shapes(model)
@@ -140,6 +144,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
         raise UnsupportedModelError("C target: models with local functions are not supported (inline them first)")
     opset = model.opset("") or 21
     kctx = K.KernelContext(opset)
+    kctx.placement = placement  # type: ignore[attr-defined]  # read by the int8 generators
     nodes = list(g)
     for n in nodes:
         if n.subgraphs():
@@ -186,6 +191,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
 
     # node code, tensors of node outputs, liveness
     codes: List[Optional[K.NodeCode]] = []
+    scratch: Dict[int, str] = {}  # node index -> C name of its scratch buffer
     for i, n in enumerate(nodes):
         for v in n.inputs:
             if v is not None and id(v) not in tensors:
@@ -222,10 +228,14 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
                     raise UnsupportedModelError(f"C target: node '{n.name}' ({n.qualified_op}) on {dt.name} "
                                                 f"'{v.name}' (this kernel is float32 only)")
         for v in code.operands:
+            if id(v) not in tensors and v.is_constant():  # a constant made by the generator (packed weights)
+                tensors[id(v)] = _Tensor(v, "", "const")
             t = tensor_of(v)
             r = t.root if t.kind == "view" else t
             r.last = max(r.last, i)
             r.users.append(i)
+        if code.scratch > 0:  # temporary storage of this node only, planned with the activations
+            scratch[i] = c_identifier(f"{name}_scratch_l{i}", taken)
         codes.append(code)
     end = len(nodes)
     for v, _ in copies:
@@ -272,6 +282,8 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
                     inplace = r.cname
                     break
         buffers.append(Buffer(t.cname, t.size, t.first, t.last, inplace))
+    for i, sname in scratch.items():
+        buffers.append(Buffer(sname, int(codes[i].scratch), i, i, None))  # type: ignore[union-attr]
     plan = plan_memory(buffers)
     inplace_used = {b.name: b.inplace_of for b in buffers
                     if b.inplace_of and plan.offsets[b.name] == plan.offsets[b.inplace_of]}
@@ -364,7 +376,8 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
     if helpers:
         c.append("/* --- kernels --- */")
         for h in helpers:
-            c.append(K.act_helper(acts) if h == "act" else K.HELPERS[h])
+            text = K.act_helper(acts) if h == "act" else K.HELPERS[h]
+            c.append(text(name) if callable(text) else text)  # a callable helper takes the model name
 
     c.append("/* --- layers --- */")
     calls: List[str] = []
@@ -397,6 +410,9 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
                 continue
             ps.append(f"{_CTYPES[_dtype(v)]}* {restrict}y{j}")
             args.append(ptr(v))
+        if i in scratch:
+            ps.append("float* restrict s0")
+            args.append(scratch[i])
         body = code.body
         voids = "".join(f"    (void){p.split()[-1]};\n" for p in ps if not re.search(rf"\b{p.split()[-1]}\b", body))
         src = ", ".join(f"'{v.name}'" for v in n.inputs if v is not None)
@@ -404,6 +420,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
                  f"static void {fname}({', '.join(ps) or 'void'})\n{{\n{voids}{body}}}\n")
         calls.append(f"    {fname}({', '.join(args)});")
         rec["macs"] = int(code.macs)
+        rec.update(getattr(code, "report", None) or {})  # placement, source op, fused ops (int8 layers)
         t0 = tensor_of(outs[0])
         if t0.kind == "arena":
             rec["arena_offset"] = int(plan.offsets[t0.cname])
@@ -414,7 +431,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
     # run function
     run = [f"int {name}_run_with_arena({', '.join(params + ['void* arena'])})", "{"]
     run += [f"    (void){t.cname};" for t in in_params] + [f"    (void){o};" for o in out_names]
-    if arena:
+    if arena or scratch:
         run += ["    unsigned char* const base = (unsigned char*)arena;",
                 "    if (arena == NULL || ((uintptr_t)arena & (uintptr_t)15) != 0) return -1;"]
     else:
@@ -422,6 +439,8 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
     for t in sorted(arena, key=lambda t: (t.first, t.cname)):
         ct = _CTYPES[_dtype(t.value)]
         run.append(f"    {ct}* const {t.cname} = ({ct}*)(void*)(base + {plan.offsets[t.cname]}); /* '{t.value.name}' */")
+    for i, sname in sorted(scratch.items()):
+        run.append(f"    float* const {sname} = (float*)(void*)(base + {plan.offsets[sname]}); /* scratch of layer {i} */")
     run += calls
     for v, oname in copies:
         t = tensor_of(v)
@@ -437,6 +456,10 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
     files = {f"{name}.h": "\n".join(hdr), f"{name}.c": c_text}
     if split:
         files[f"{name}_weights.c"] = wfile
+    for h in helpers:  # helpers that come with files of their own (the accelerator HAL)
+        extra = getattr(K, "HELPER_FILES", {}).get(h)
+        if extra is not None:
+            files.update(extra(name))
 
     total_macs = sum(r["macs"] for r in layers)
     report = {
@@ -449,7 +472,8 @@ def generate_c(model: Model, name: str = "model", *, source: str = "") -> CCode:
                    "strategy": plan.strategy, "alignment": ALIGN, "buffers": len(buffers),
                    "inplace_buffers": len(inplace_used),
                    "overhead": round(arena_bytes / plan.lower_bound_bytes, 4) if plan.lower_bound_bytes else 1.0,
-                   "unshared_bytes": sum(b.size_bytes for b in buffers)},
+                   "unshared_bytes": sum(b.size_bytes for b in buffers),
+                   "strategies": dict(plan.candidates)},
         "weights": {"bytes": weight_bytes, "arrays": len(weights), "separate_file": split},
         "code": {"files": {k: len(v.encode()) for k, v in sorted(files.items())},
                  "source_bytes_without_weights": len(c_text.encode()) - (0 if split else sum(

@@ -1,0 +1,191 @@
+"""Benchmark the int8 C target against the integer reference, the float model and the fp32 C build.
+
+For each model (batch 1):
+
+1. the float model is optimized for the C target (``-O2``) and emitted as fp32 C;
+2. the same model is quantized as ``edgec compile --quantize int8 --target c`` does (quantize pass,
+   int8 activations, minmax calibration), turned into the integer IR and emitted as int8 C (every
+   integer layer through the accelerator HAL's reference implementation);
+3. both are compiled with ``cc -O3 -march=native -std=c99`` and timed by a harness that runs
+   ``model_run`` in a loop on one thread (``--reps`` runs per round, ``--rounds`` rounds taking turns,
+   best round kept);
+4. the int8 C outputs are compared with ``edgec.quant.reference.run_integer`` on ``--samples`` inputs
+   (digits: the whole test split): int8 tensors and float outputs of integer regions must be equal;
+   float outputs of float regions (the final Gemm, which the quantize pass leaves float, and average
+   pools with their own output scale, which the reference runs in float) within 1e-4;
+5. each integer layer is run alone in onnxruntime on the reference's int8 inputs (LSB histogram).
+
+Models: the trained digits CNN (``tests/zoo/digits.py``, 1x1x8x8) and a MobileNetV2 (``tests/zoo``
+``mobilenetv2``, reduced: width 0.35, 96x96 input, 10 classes, random weights, synthetic calibration).
+
+Columns: ``exact`` samples bit-exact with the reference / samples; ``top-1 float/int8`` (digits, test
+split); ``fp32 ms`` / ``int8 ms`` / ``int8/fp32``: latency (goal <= 0.5); ``weights`` bytes of the
+weight arrays (fp32 / int8 builds); ``code`` ``.text`` bytes of the model object (+ HAL object for
+int8); ``arena`` / ``LB`` activation arena and its lower bound (int8 build); ``ORT LSB`` per-layer
+histogram of int8 C minus onnxruntime.
+
+    python benchmarks/bench_int8_c.py [--models digits,mobilenetv2] [--samples 8] [--reps 200] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any, Dict, List
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _util import format_table, log, use_zoo  # noqa: E402
+
+OPT = ["-O3", "-march=native"]
+
+
+def _quantize(model: Any, cal_path: str) -> Any:
+    from edgec.passmanager import PassContext, PassManager, PassManagerOptions
+    from edgec.quant.data import load_calibration
+
+    ctx = PassContext(resources={"calibration": load_calibration(cal_path, model),
+                                 "target": {"name": "c", "contrib_ops": False}})
+    PassManager.with_options("quantize{activations=int8},repeat{max-iters=4}(cse,dce)", PassManagerOptions(),
+                             ctx=ctx).run(model)
+    return model
+
+
+def _text_bytes(obj: str) -> int:
+    out = subprocess.run(["size", "-A", obj], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0] == ".text":
+            return int(parts[1])
+    return 0
+
+
+def _code_bytes(out_dir: str, name: str = "model") -> int:
+    total = 0
+    for src in (f"{name}.c", f"{name}_npu_ref.c"):
+        path = os.path.join(out_dir, src)
+        if not os.path.exists(path):
+            continue
+        obj = path[:-2] + ".o"
+        flags = ["-DEDGEC_NPU_EXTERNAL"] if src == f"{name}.c" else []
+        subprocess.run([os.environ.get("CC", "cc"), *OPT, "-std=c99", *flags, "-c", path, "-o", obj], check=True)
+        total += _text_bytes(obj)
+    return total
+
+
+def bench(label: str, proto: Any, cal: Dict[str, np.ndarray], samples: List[Dict[str, np.ndarray]],
+          shape: str, args: argparse.Namespace, labels: Any = None, float_logits: Any = None) -> Dict[str, Any]:
+    from edgec.api import optimize
+    from edgec.backends.c import generate_c, pin_shapes, write_c
+    from edgec.backends.c.integerize import build_batch, check_int8, compile_int8, ort_lsb_per_layer, run_batch
+    from edgec.frontend.onnx_import import from_proto
+    from edgec.ir.parser import parse_model
+    from edgec.ir.printer import print_model
+
+    work = tempfile.mkdtemp(prefix=f"edgec-int8-{label}-")
+    cal_path = os.path.join(work, "cal.npz")
+    np.savez(cal_path, **cal)
+    row: Dict[str, Any] = {"model": label}
+    # fp32 C
+    fm = from_proto(proto)
+    pin_shapes(fm, [shape])
+    optimize(fm, opt_level=2, target="c")
+    qm = parse_model(print_model(fm, elide_limit=None))
+    fcode = generate_c(fm, "model")
+    fdir = os.path.join(work, "fp32")
+    write_c(fcode, fdir)
+    fprog = build_batch(fdir, fcode.report, opt=" ".join(OPT[:1]), extra_flags=OPT[1:])
+    # int8 C
+    _quantize(qm, cal_path)
+    qdq = parse_model(print_model(qm, elide_limit=None))
+    qcode, res = compile_int8(qm, "model")
+    qdir = os.path.join(work, "int8")
+    write_c(qcode, qdir)
+    qprog = build_batch(qdir, qcode.report, opt=OPT[0], extra_flags=OPT[1:])
+    log(f"{label}: {res.summary()}")
+    # exactness against the reference
+    chk = check_int8(qprog, qcode, qdq, samples, rounding="double", io=res.io, float_atol=1e-4)
+    row["exact"] = f"{chk.exact}/{chk.samples}"
+    row["int LSB"] = str(dict(sorted(chk.histogram.items())))
+    row["float diff"] = f"{chk.max_float_diff:.1e}" if chk.float_outputs else "-"
+    if labels is not None:
+        outs, _ = run_batch(qprog, qcode.report, samples)
+        logits = np.concatenate([o[0] for o in outs])
+        row["top-1 float/int8"] = (f"{100 * float((float_logits.argmax(1) == labels).mean()):.2f} / "
+                                   f"{100 * float((logits.argmax(1) == labels).mean()):.2f}")
+    # latency: alternate, best round
+    best = {"fp32": float("inf"), "int8": float("inf")}
+    for _ in range(args.rounds):
+        for key, prog, code in (("fp32", fprog, fcode), ("int8", qprog, qcode)):
+            _, ns = run_batch(prog, code.report, samples[:1], reps=args.reps)
+            best[key] = min(best[key], ns / 1e6)
+    row["fp32 ms"], row["int8 ms"] = best["fp32"], best["int8"]
+    row["int8/fp32"] = best["int8"] / best["fp32"]
+    row["weights fp32/int8"] = f"{fcode.report['weights']['bytes']} / {qcode.report['weights']['bytes']}"
+    row["code fp32/int8"] = f"{_code_bytes(fdir)} / {_code_bytes(qdir)}"
+    m = qcode.report["memory"]
+    row["arena/LB (int8)"] = f"{m['arena_bytes']} / {m['lower_bound_bytes']}"
+    row["arena fp32"] = fcode.report["memory"]["arena_bytes"]
+    hist: Dict[int, int] = {}
+    for feeds in samples[:2]:
+        for h in ort_lsb_per_layer(qdq, feeds).values():
+            for k, c in h.items():
+                hist[k] = hist.get(k, 0) + c
+    tot = sum(hist.values()) or 1
+    row["ORT LSB/layer"] = f"{dict(sorted(hist.items()))} ({100 * hist.get(0, 0) / tot:.1f}% exact)"
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="digits,mobilenetv2")
+    ap.add_argument("--samples", type=int, default=8, help="samples compared with the reference (mobilenetv2)")
+    ap.add_argument("--reps", type=int, default=200, help="runs per timing round")
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    use_zoo()
+    import onnx
+    import onnx.version_converter
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    rows = []
+    for name in args.models.split(","):
+        log(f"--- {name}")
+        if name == "digits":
+            import onnxruntime as ort
+            from zoo.digits import digits_cnn, digits_data
+
+            proto = onnx.version_converter.convert_version(digits_cnn(), 21)  # the reference's float DQ needs >= 19
+            flat = next(n for n in proto.graph.node if n.op_type == "Flatten")
+            proto.graph.output.append(h.make_tensor_value_info(flat.output[0], T.FLOAT, None))  # int8 features
+            xc, _ = digits_data("calibration")
+            x, y = digits_data("test")
+            sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+            fl = sess.run(None, {"input": x})[0]
+            samples = [{"input": x[i:i + 1]} for i in range(len(x))]
+            rows.append(bench("digits CNN", proto, {"input": xc}, samples, "input=1x1x8x8", args, y, fl))
+        elif name == "mobilenetv2":
+            from zoo import get
+
+            proto = get("mobilenetv2", width=0.35, depth=1.0, image_size=96, num_classes=10)
+            proto = onnx.version_converter.convert_version(proto, 21)
+            gap = next(n for n in proto.graph.node if n.op_type == "GlobalAveragePool")
+            proto.graph.output.append(h.make_tensor_value_info(gap.input[0], T.FLOAT, None))  # last int8 features
+            inp = proto.graph.input[0].name
+            rng = np.random.default_rng(0)
+            cal = {inp: rng.standard_normal((16, 3, 96, 96)).astype(np.float32)}
+            samples = [{inp: rng.standard_normal((1, 3, 96, 96)).astype(np.float32)} for _ in range(args.samples)]
+            rows.append(bench("MobileNetV2 0.35 96px", proto, cal, samples, f"{inp}=1x3x96x96", args))
+        else:
+            raise SystemExit(f"unknown model {name}")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    print(format_table(keys, [[r.get(k) for k in keys] for r in rows]))
+
+
+if __name__ == "__main__":
+    main()
