@@ -280,7 +280,7 @@ def noop_rules(opset_of: Callable[[Graph], int]) -> List[RewriteRule]:
 
     def dropout(m: Match, rw: Rewriter) -> Optional[Value]:
         node = m.root
-        x, y = node.inputs[0], node.outputs[0]
+        x = node.inputs[0]
         mask = node.output(1)
         if x is None or (mask is not None and mask.has_uses()) or has_ref_attrs(node):
             return None

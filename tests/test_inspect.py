@@ -106,7 +106,7 @@ def _loop_model():
     c = Value("c", tensor(DType.BOOL, []))
     g = Graph("main", [x, c])
     w = g.add_constant(np.ones((4, 4), np.float32), "w")
-    q = g.add_constant(np.ones((16,), np.int8), "q")
+    g.add_constant(np.ones((16,), np.int8), "q")
     trip = g.add_constant(np.array(3, np.int64), "trip")
     it = Value("it", tensor(DType.INT64, []))
     cin = Value("cin", tensor(DType.BOOL, []))
