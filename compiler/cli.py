@@ -320,6 +320,9 @@ def _written_size(path: str) -> int:
 @click.option("--prune-round-to", type=click.IntRange(min=1), default=None, metavar="N",
               help="--prune-mode channel: kept channel counts are multiples of N (e.g. 8: onnxruntime's blocked "
                    "conv kernels need multiples of 8 with AVX2, 16 with AVX-512).")
+@click.option("--prune-sensitivity", default=None, metavar="S1,S2,...",
+              help="Unstructured/N:M modes: measure each layer's output error when it alone is pruned to each "
+                   "sparsity (e.g. 0.25,0.5,0.75,0.9; uses --calibration when given); a table and the report.")
 @click.option("--prune-report", default=None, metavar="PATH.json", help="Write the pruning report as JSON.")
 @pipeline_flags
 @click.pass_obj
@@ -665,7 +668,8 @@ def verify_cmd(state: _State, model_path: str, input_shape: Tuple[str, ...], run
 
 _PRUNE_FLAGS = {"prune_sparsity": "--prune", "prune_mode": "--prune-mode", "prune_score": "--prune-score",
                 "prune_reconstruct": "--prune-reconstruct", "prune_storage": "--prune-storage",
-                "prune_report": "--prune-report", "prune_target": "--prune-target", "prune_round_to": "--prune-round-to"}
+                "prune_report": "--prune-report", "prune_target": "--prune-target", "prune_round_to": "--prune-round-to",
+                "prune_sensitivity": "--prune-sensitivity"}
 _PRUNE_KEYS = tuple(_PRUNE_FLAGS)
 
 
@@ -687,6 +691,15 @@ def _prune_pipeline(p: Dict[str, Any], *, sparse_in_pass: bool) -> str:
         opts.append("reconstruct=true")
     if sparse_in_pass and p["prune_storage"] == "sparse":
         opts.append("storage=sparse")
+    if p.get("prune_sensitivity"):
+        try:
+            levels = [float(x) for x in str(p["prune_sensitivity"]).split(",") if x.strip()]
+        except ValueError:
+            levels = []
+        if not levels or any(not 0.0 < x < 1.0 for x in levels):
+            raise click.UsageError(f"--prune-sensitivity: expected sparsities in (0, 1) like 0.25,0.5,0.75, got "
+                                   f"'{p['prune_sensitivity']}'")
+        opts.append("sensitivity=" + fmt(levels))
     return "prune-weights{" + ",".join(opts) + "}"
 
 
@@ -708,6 +721,8 @@ def _prune(state: _State, model: Any, kw: Dict[str, Any], p: Dict[str, Any], q: 
     for key in ("prune_target", "prune_round_to"):
         if p.get(key) is not None and p["prune_mode"] != "channel":
             raise click.UsageError(f"{_PRUNE_FLAGS[key]} needs --prune-mode channel")
+    if p.get("prune_sensitivity") and p["prune_mode"] == "channel":
+        raise click.UsageError("--prune-sensitivity applies to weight pruning (unstructured, 2:4, 4:8), not channel")
     needs = (p["prune_score"] == "wanda" and p["prune_mode"] != "channel") or p["prune_reconstruct"]
     cal = ev = None
     if q["calibration_spec"] is not None:

@@ -65,6 +65,10 @@ class PruneWeights(Pass):
     skip: List[str] = []
     overrides: List[str] = []
     min_size: int = 0
+    #: Sparsities at which each layer's sensitivity is measured (e.g. 0.25,0.5,0.75,0.9; empty: none):
+    #: the relative error of the layer's output when only its weights are pruned that far (with
+    #: calibration data ``‖(W'−W)X‖² / ‖WX‖²``; without, the weight-space ``‖W'−W‖² / ‖W‖²``).
+    sensitivity: List[float] = []
 
     def run(self, model: Model, ctx: PassContext) -> bool:
         if not 0.0 <= self.sparsity < 1.0:
@@ -93,13 +97,18 @@ class PruneWeights(Pass):
                 target[l.name] = over.get(l.name, self.sparsity)
             if target[l.name] > 0.0:
                 chosen.append(l)
+        if any(not 0.0 < x < 1.0 for x in self.sensitivity):
+            raise PipelineError(f"prune-weights: sensitivity sparsities must be in (0, 1), got {self.sensitivity}")
         stats = self._stats(model, ctx, chosen)
         scores = {l.name: score_matrix(l, self.score, stats[l.name].norms if stats else None) for l in chosen}
         masks = self._masks(chosen, scores, target, nm)
+        sens = self._sensitivity(chosen, scores, stats) if self.sensitivity else {}
         rows: List[Dict[str, Any]] = []
         pruned = 0
         for l in chosen:
             rows.append(self._apply(l, masks[l.name], stats[l.name] if stats else None, nm))
+            if l.name in sens:
+                rows[-1]["sensitivity"] = sens[l.name]
             pruned += rows[-1]["params"] - int(masks[l.name].sum())
         ctx.stat("layers-pruned", len(chosen))
         ctx.stat("weights-pruned", pruned)
@@ -108,11 +117,35 @@ class PruneWeights(Pass):
                                "reconstruct": self.reconstruct, "storage": self.storage,
                                "inputs": "dense model" if self.reconstruct else None,
                                "layers": rows, "skipped": skipped, "totals": totals(rows)}
+        if self.sensitivity:
+            ctx.reports[REPORT]["sensitivity"] = {
+                "sparsities": sorted(self.sensitivity),
+                "measure": "layer output error (calibration data)" if stats else "weight error (no calibration data)"}
         return pruned > 0
+
+    def _sensitivity(self, chosen: List[Layer], scores: Dict[str, np.ndarray],
+                     stats: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
+        """Per layer: relative output (or weight) error when that layer alone is pruned to each sparsity."""
+        from edgec.prune.reconstruct import layer_error
+
+        out: Dict[str, Dict[str, float]] = {}
+        for l in chosen:
+            m = l.to_matrix(l.array()).astype(np.float64)
+            hs = stats[l.name].hessians if stats and stats[l.name].hessians else None
+            ref = layer_error(l, np.zeros_like(m), m, hs) if hs is not None else float(np.sum(m * m))
+            row: Dict[str, float] = {}
+            for sp in sorted(self.sensitivity):
+                keep = layer_mask(scores[l.name], sp, per_row=self.score == "wanda")
+                masked = np.where(keep, m, 0.0)
+                err = layer_error(l, m, masked, hs) if hs is not None else float(np.sum((m - masked) ** 2))
+                row[f"{sp:g}"] = err / ref if ref > 0 else 0.0
+            out[l.name] = row
+        return out
 
     # --- steps ------------------------------------------------------------------------------------
     def _stats(self, model: Model, ctx: PassContext, chosen: List[Layer]) -> Optional[Dict[str, Any]]:
-        if not chosen or (self.score != "wanda" and not self.reconstruct):
+        wants_h = self.reconstruct or (bool(self.sensitivity) and ctx.resources.get("calibration") is not None)
+        if not chosen or (self.score != "wanda" and not wants_h):
             return None
         data = ctx.resources.get("calibration")
         if data is None:
@@ -121,7 +154,7 @@ class PruneWeights(Pass):
                                    f"or ctx.resources['calibration'])")
         from edgec.prune.reconstruct import collect_layer_stats
 
-        return collect_layer_stats(model, data, chosen, hessian=self.reconstruct, norms=self.score == "wanda")
+        return collect_layer_stats(model, data, chosen, hessian=wants_h, norms=self.score == "wanda")
 
     def _masks(self, chosen: List[Layer], scores: Dict[str, np.ndarray], target: Dict[str, float],
                nm: Optional[tuple]) -> Dict[str, np.ndarray]:

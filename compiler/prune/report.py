@@ -162,4 +162,13 @@ def format_summary(report: Dict[str, Any]) -> str:
     w = max(len(r[0]) for r in rows)
     for r in rows:
         lines.append(f"  {r[0]:<{w}}  {r[1]:>10}  {r[2]:>12}")
+    sens = p.get("sensitivity")
+    if sens and any("sensitivity" in L for L in p.get("layers") or []):
+        levels = [f"{x:g}" for x in sens["sparsities"]]
+        lines.append(f"sensitivity: relative {sens['measure']} when the layer alone is pruned to each sparsity")
+        named = [L for L in p["layers"] if "sensitivity" in L]
+        nw = min(48, max(len("layer"), *(len(L["name"]) for L in named)))
+        lines.append(f"  {'layer':<{nw}}  " + "  ".join(f"{'@' + s:>9}" for s in levels))
+        for L in named:
+            lines.append(f"  {L['name'][-nw:]:<{nw}}  " + "  ".join(f"{L['sensitivity'][s]:>9.4f}" for s in levels))
     return "\n".join(lines)

@@ -79,3 +79,16 @@ def test_prune_channel_mode_builds_prune_channels(digits: Dict[str, Path]) -> No
     else:
         assert r.exit_code == 0, r.output
         assert "prune-channels{sparsity=0.25}" in r.stdout
+
+
+def test_prune_sensitivity_table(digits: Dict[str, Path]) -> None:
+    out, rj = digits["dir"] / "s.onnx", digits["dir"] / "s.json"
+    r = run("compile", digits["model"], "--prune", "0.5", "--prune-sensitivity", "0.25,0.5,0.9", "--calibration",
+            digits["cal"], "--prune-report", rj, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "sensitivity: relative layer output error" in r.stderr and "@0.9" in r.stderr
+    rows = json.loads(rj.read_text())["pruning"]["layers"]
+    assert rows and all(set(L["sensitivity"]) == {"0.25", "0.5", "0.9"} for L in rows)
+    r = run("compile", digits["model"], "--prune", "0.5", "--prune-mode", "channel", "--prune-sensitivity", "0.5",
+            "-o", digits["dir"] / "c.onnx")
+    assert r.exit_code == 2 and "not channel" in r.output

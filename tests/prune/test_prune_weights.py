@@ -197,3 +197,21 @@ def test_sparse_storage_only_when_smaller() -> None:
         assert r["stored"] == "dense" and r["sparse_bytes"] > r["dense_bytes"]
         # 2:4 packed: half the values + 2 bits per kept value
         assert r["packed_bytes"] == r["params"] // 2 * 4 + (r["params"] // 2 * 2 + 7) // 8
+
+
+def test_sensitivity_matches_the_applied_mask_and_grows(tmp_path: Path) -> None:
+    """The error at the pruned sparsity equals the measured error of the applied mask; it grows with sparsity."""
+    m = from_proto(small_model())
+    x = np.random.default_rng(1).standard_normal((32, 8, 6, 6)).astype(np.float32)
+    rep = prune(m, "prune-weights{sparsity=0.5,reconstruct=true,sensitivity=0.25,0.5,0.9}", calib(tmp_path, x, m))
+    assert rep["sensitivity"]["sparsities"] == [0.25, 0.5, 0.9] and "calibration" in rep["sensitivity"]["measure"]
+    for row in rep["layers"]:
+        s = row["sensitivity"]
+        assert s["0.5"] == pytest.approx(row["error_magnitude"], rel=1e-9), row["name"]
+        assert 0.0 < s["0.25"] < s["0.5"] < s["0.9"] < 1.5, (row["name"], s)
+    m2 = from_proto(small_model())  # without calibration data: the weight-space error of the mask
+    rep2 = prune(m2, "prune-weights{sparsity=0.5,sensitivity=0.5}")
+    w = {r["name"]: r for r in rep2["layers"]}
+    dense = weights(from_proto(small_model()))["wc"]
+    pruned = weights(m2)["wc"]
+    assert w["conv"]["sensitivity"]["0.5"] == pytest.approx(float(np.sum((dense - pruned) ** 2) / np.sum(dense ** 2)))
