@@ -439,6 +439,11 @@ def apply_pruning(model: Model, dg: DependencyGraph, keep: Mapping[int, np.ndarr
             _set_const(node, 1, target, orphans)
             changed += 1
             continue
+        if fx.kind == "concat_entry":  # a one-element piece of a Reshape target built by Concat
+            piece = constant_value(node.input(fx.ranges[0][0]))
+            _set_const(node, fx.ranges[0][0], np.full(piece.shape, len(idx), piece.dtype), orphans)
+            changed += 1
+            continue
         new_ranges = [(int((idx < lo).sum()), int((idx < hi).sum())) for lo, hi in fx.ranges]
         if fx.kind == "group":
             node.set_attr("group", int(len(idx)))

@@ -22,6 +22,17 @@ MatMul with constant weights) and follow each activation's channel axis through 
   merging ``(heads, head_dim)`` back makes them blocks of the out-projection's input rows. So the
   Q/K/V columns and biases of a head and its out-projection rows form one group, and the Reshape
   targets' head-count entries are fix-ups (rewritten on pruning).
+- fused in-projections (``nn.MultiheadAttention``): a Reshape of a projection's ``P·C`` output
+  channels to ``(.., P, C)`` or ``(.., P, heads, head_dim)`` whose parts are then taken apart
+  (Unsqueeze / Transpose / Squeeze, then Gather with a constant index or Split) cuts the group into
+  ``P`` sibling groups (q, k, v: column blocks at offsets ``0, C, 2C``), tracked as a ``stacked``
+  :class:`Special` until taken apart. Siblings are coarsened into heads together and must end up
+  tied (by Q·Kᵀ and P·V), or they are frozen. Heads merged with the batch axis
+  (``[S, B, E] -> [S, B·heads, head_dim]``, target ``[.., -1, head_dim]``) are a ``merged``
+  special until a Reshape splits ``(B, heads)`` again (its target may be a Concat of Shape pieces
+  whose constant head-count piece is the fix-up); a Reshape folding the channel axis and all
+  after it into the last axis (``[S, B, heads, head_dim] -> [S·B, E]``) maps heads to blocks of
+  the out-projection's input rows.
 
 Anything not understood (unknown ops, other Reshapes, Shape, grouped convs, graph outputs, values
 used in subgraphs, partial overlaps) freezes every group it touches: such a group is reported with
@@ -41,7 +52,7 @@ from ..ir.core import Model, Node, Value
 from ..ir.shapes import infer_shapes
 from ..rewrite import constant_value
 
-__all__ = ["Segment", "Layout", "Member", "ChannelGroup", "DependencyGraph", "channel_groups", "analyze"]
+__all__ = ["Segment", "Layout", "Member", "ChannelGroup", "Special", "DependencyGraph", "channel_groups", "analyze"]
 
 #: ops that act on each channel independently and keep its position (input 0 -> output 0).
 CHANNELWISE_UNARY = frozenset({
@@ -146,8 +157,23 @@ class Fixup:
 
     node: Node
     kind: str  # "split" | "slice" | "group" (depthwise conv: group = channels) | "reshape" (target entries)
+    # | "concat_entry" (a one-element constant input of the Concat computing a Reshape target)
     layout: Layout  # of the node's input
     ranges: List[Tuple[int, int]]  # output k covers channel positions ranges[k] of the input (reshape: [(entry, 0)])
+
+
+@dataclass(frozen=True)
+class Special:
+    """Channels of a value that are not one layout on one axis.
+
+    ``stacked``: the output of a fused projection reshaped to ``(.., P, C/P, ..)``: index ``p`` of
+    axis ``sel`` holds ``parts[p]`` (q, k, v), each a layout on its own axis. ``merged``: heads
+    merged with an outer (batch) axis, ``parts[0].axis`` holds ``outer * heads`` positions with the
+    heads innermost (``(B*heads, S, head_dim)`` of ``nn.MultiheadAttention``)."""
+
+    kind: str  # "stacked" | "merged"
+    sel: int
+    parts: Tuple[Layout, ...]
 
 
 @dataclass
@@ -171,6 +197,10 @@ class DependencyGraph:
         self.fixups: List[Fixup] = []
         self.mac_nodes: List[MacNode] = []
         self.layouts: Dict[Value, Layout] = {}
+        #: values whose channels are not on one axis (fused q/k/v stacks, heads merged with batch)
+        self.specials: Dict[Value, "Special"] = {}
+        #: groups cut from one fused projection (q, k, v parts): coarsened together, must end up tied
+        self.siblings: List[Tuple[int, ...]] = []
 
     # --- union-find ------------------------------------------------------------------------------
     def new_group(self, size: int, producer: Optional[Node] = None) -> int:
@@ -208,38 +238,96 @@ class DependencyGraph:
         group is rewritten; False (nothing changed) when one mixes it with other groups or does not
         align with ``unit``."""
         root = self.find(gid)
-        size = self._size[root]
         if unit <= 1:
             return unit == 1
-        if size % unit:
+        # the parts of a fused projection are coarsened together (their layouts hold all of them)
+        roots = {root}
+        grown = True
+        while grown:
+            grown = False
+            for sib in self.siblings:
+                rs = {self.find(s) for s in sib}
+                if rs & roots and not rs <= roots:
+                    roots |= rs
+                    grown = True
+        if any(self._size[r] % unit for r in roots):
             return False
 
         def fix(layout: Optional[Layout]) -> Optional[Layout]:
-            if layout is None or not any(self.find(s.group) == root for s in layout.segments):
+            if layout is None or not any(self.find(s.group) in roots for s in layout.segments):
                 return layout
-            if any(self.find(s.group) != root or s.start % unit or s.stop % unit for s in layout.segments):
+            if any(self.find(s.group) not in roots or s.start % unit or s.stop % unit for s in layout.segments):
                 raise ValueError
-            return Layout(layout.axis, tuple(Segment(root, s.start // unit, s.stop // unit) for s in layout.segments),
-                          layout.block * unit)
+            return Layout(layout.axis, tuple(Segment(self.find(s.group), s.start // unit, s.stop // unit)
+                                             for s in layout.segments), layout.block * unit)
 
+        if not self._rewrite(fix, ("reshape", "concat_entry")):
+            return False
+        for r in roots:
+            self._size[r] //= unit
+        return True
+
+    def _rewrite(self, fix, fixup_kinds: Tuple[str, ...]) -> bool:
+        """Apply ``fix`` to every layout (members, values, specials, MAC nodes, fix-ups); False and
+        nothing changed when it raises ValueError or changes a fix-up not of ``fixup_kinds``."""
         try:
             members = [fix(m.layout) for m in self.members]
             layouts = {v: fix(l) for v, l in self.layouts.items()}
+            specials = {v: Special(sp.kind, sp.sel, tuple(fix(l) for l in sp.parts)) for v, sp in self.specials.items()}
             macs = [(fix(mn.out_layout), fix(mn.in_layout)) for mn in self.mac_nodes]
             fixups = [fix(fx.layout) for fx in self.fixups]
         except ValueError:
             return False
-        if any(fx.kind != "reshape" and new is not fx.layout for fx, new in zip(self.fixups, fixups)):
+        if any(fx.kind not in fixup_kinds and new is not fx.layout for fx, new in zip(self.fixups, fixups)):
             return False  # split / slice ranges are in channels of the old size
         for m, l in zip(self.members, members):
             m.layout = l  # type: ignore[assignment]
         self.layouts.update(layouts)  # type: ignore[arg-type]
+        self.specials.update(specials)
         for mn, (o, i) in zip(self.mac_nodes, macs):
             mn.out_layout, mn.in_layout = o, i
         for fx, l in zip(self.fixups, fixups):
             fx.layout = l  # type: ignore[assignment]
-        self._size[root] = size // unit
         return True
+
+    def refine(self, gid: int, parts: int) -> Optional[List[int]]:
+        """Cut group ``gid`` (size ``C``, the output of one fused projection) into ``parts`` groups of
+        ``C / parts`` consecutive channels (q, k, v of an in-projection). Only when every layout
+        holds the whole group alone with block 1 and no fix-up refers to it; None otherwise. The
+        parts are recorded as siblings (coarsened together; frozen unless later tied)."""
+        root = self.find(gid)
+        size = self._size[root]
+        if parts < 2 or size % parts:
+            return None
+        n = size // parts
+        if any(self.find(s.group) == root for fx in self.fixups for s in fx.layout.segments):
+            return None
+        ids = [root] + [len(self._parent) + i for i in range(parts - 1)]
+
+        def fix(layout: Optional[Layout]) -> Optional[Layout]:
+            if layout is None or not any(self.find(s.group) == root for s in layout.segments):
+                return layout
+            s = layout.segments
+            if len(s) != 1 or layout.block != 1 or s[0].start != 0 or s[0].stop != size:
+                raise ValueError
+            return Layout(layout.axis, tuple(Segment(g, 0, n) for g in ids), 1)
+
+        # check first (no group is created when the cut is refused)
+        try:
+            for l in [m.layout for m in self.members] + list(self.layouts.values()) + \
+                    [l for sp in self.specials.values() for l in sp.parts] + \
+                    [l for mn in self.mac_nodes for l in (mn.out_layout, mn.in_layout)]:
+                fix(l)
+        except ValueError:
+            return None
+        for _ in range(parts - 1):
+            g = self.new_group(n)
+            if self._frozen.get(root):
+                self._frozen[g] = list(self._frozen[root])
+        self._rewrite(fix, ())
+        self._size[root] = n
+        self.siblings.append(tuple(ids))
+        return ids
 
     def canonical(self, layout: Layout) -> Layout:
         """The layout with group ids replaced by their union-find roots."""
@@ -293,6 +381,12 @@ def analyze(model: Model) -> DependencyGraph:
         for v in node.inputs:
             dg.freeze(lay(v), f"{reason} ({node.op_type} {node.name})")
 
+    def freeze_specials(node: Node, reason: str) -> None:
+        for v in node.inputs:
+            if v is not None and v in dg.specials:
+                for l in dg.specials[v].parts:
+                    dg.freeze(l, f"{reason} ({node.op_type} {node.name})")
+
     def member(node: Node, index: int, axis: int, layout: Layout, role: str) -> None:
         dg.members.append(Member(node, index, axis, layout, role))
 
@@ -338,6 +432,18 @@ def analyze(model: Model) -> DependencyGraph:
                 continue
         if node.subgraphs():
             freeze_inputs(node, "op with subgraphs")
+            freeze_specials(node, "op with subgraphs")
+            continue
+        if any(v is not None and v in dg.specials for v in node.inputs):
+            try:
+                _visit_special(node, op, ins, out0, dg)
+            except _Unknown as e:
+                freeze_inputs(node, str(e) or "unsupported use")
+                freeze_specials(node, str(e) or "unsupported use")
+                for o in node.outputs:
+                    if o is not None:
+                        L.pop(o, None)
+                        dg.specials.pop(o, None)
             continue
         try:
             _visit(node, op, ins, out0, dg, lay, member, merge, new_out, freeze_inputs, opset)
@@ -355,10 +461,22 @@ def analyze(model: Model) -> DependencyGraph:
     # interface and subgraph uses
     for v in g.outputs:
         dg.freeze(lay(v), f"graph output {v.name}")
+        for l in dg.specials[v].parts if v in dg.specials else ():
+            dg.freeze(l, f"graph output {v.name}")
     for v, layout in list(L.items()):
         for user, _ in v.uses():
             if user.graph is not g:
                 dg.freeze(layout, f"used in a subgraph ({user.op_type} {user.name})")
+    for v, sp in list(dg.specials.items()):
+        for user, _ in v.uses():
+            if user.graph is not g:
+                for l in sp.parts:
+                    dg.freeze(l, f"used in a subgraph ({user.op_type} {user.name})")
+    # the q, k, v parts of a fused projection share one Reshape target entry: they must be one group
+    for sib in dg.siblings:
+        if len({dg.find(s) for s in sib}) > 1:
+            for s in sib:
+                dg._frozen.setdefault(dg.find(s), []).append("parts of a fused projection not tied to each other")
     return dg
 
 
@@ -641,9 +759,7 @@ def _visit(node, op, ins, out0, dg, lay, member, merge, new_out, freeze_inputs, 
         if x is None or r is None:
             raise _Unknown("unknown rank")
         perm = list(perm) if perm is not None else list(reversed(range(r)))
-        if x.block != 1:
-            raise _Unknown("transpose of flattened channels")
-        L[out0] = x.with_axis(perm.index(x.axis))
+        L[out0] = x.with_axis(perm.index(x.axis))  # the axis moves whole (blocks included)
         return
 
     if op in ("Pad",):
@@ -700,15 +816,20 @@ def _visit_reshape(node: Node, x: Optional[Layout], ins, out0: Value, dg: Depend
         raise _Unknown("reshape with a non-constant target or unknown shapes")
     t = [int(v) for v in target.reshape(-1)]
     a = x.axis
+    if _visit_stack_split(node, x, t, di, do, out0, dg):
+        return
     if len(do) == len(di) + 1 and a + 1 < len(do) and _same_dims(do[:a], di[:a]) \
             and _same_dims(do[a + 2:], di[a + 1:]) and isinstance(do[a], int) and isinstance(do[a + 1], int) \
             and do[a] * do[a + 1] == x.channels * x.block:
         heads, head_dim = do[a], do[a + 1]
-        if x.block != 1 or len(x.segments) != 1 or t[a] == 0 or t[a + 1] == 0 or (t[a] == -1 and t[a + 1] == -1):
+        if x.block not in (1, head_dim) or len(x.segments) != 1 or t[a] == 0 or t[a + 1] == 0 \
+                or (t[a] == -1 and t[a + 1] == -1):
             raise _Unknown("head split form")
         seg = x.segments[0]
         gid = dg.find(seg.group)
-        if seg.start != 0 or seg.stop != dg._size[gid] or not dg.coarsen(gid, head_dim):
+        # block == head_dim: already cut into heads (the k / v part of a fused projection whose
+        # q part was split first)
+        if seg.start != 0 or seg.stop != dg._size[gid] or (x.block == 1 and not dg.coarsen(gid, head_dim)):
             raise _Unknown("channels do not split into heads")
         out = Layout(a, (Segment(gid, 0, heads),))
         dg.layouts[out0] = out
@@ -725,7 +846,215 @@ def _visit_reshape(node: Node, x: Optional[Layout], ins, out0: Value, dg: Depend
         if t[a] != -1:
             dg.fixups.append(Fixup(node, "reshape", out, [(a, 0)]))
         return
+    # the channel axis and everything after it become the last axis, whatever happens to the
+    # leading (outer) axes: [S, B, heads, head_dim] -> [S*B, heads*head_dim], [S, B, C] -> [S*B, C]
+    trailing = di[a + 1:]
+    if all(isinstance(d, int) for d in trailing) and isinstance(do[-1], int) \
+            and do[-1] == x.channels * x.block * int(np.prod(trailing, dtype=np.int64)) and t[-1] != 0:
+        out = Layout(len(do) - 1, x.segments, x.block * int(np.prod(trailing, dtype=np.int64)))
+        dg.layouts[out0] = out
+        if t[-1] != -1:
+            dg.fixups.append(Fixup(node, "reshape", out, [(len(t) - 1, 0)]))
+        return
+    # heads merged into the axis before: [.., B, heads*head_dim, ..] -> [.., B*heads, head_dim, ..]
+    # (target [.., -1, head_dim, ..], or the head count when B is a static 1); the heads are
+    # innermost on that axis (a "merged" special)
+    if a >= 1 and len(do) == len(di) and isinstance(do[a], int) and do[a] > 0 and t[a] == do[a] \
+            and (t[a - 1] == -1 or (di[a - 1] == 1 and t[a - 1] * do[a] == x.channels * x.block)) \
+            and _same_dims(do[a + 1:], di[a + 1:]) and len(x.segments) == 1 \
+            and (x.channels * x.block) % do[a] == 0 \
+            and all(t[i] == 0 or _same_dims(do[i:i + 1], di[i:i + 1]) or (t[i] > 0 and do[i] == t[i])
+                    for i in range(a - 1)):
+        # a positive constant entry over a symbolic input dim is a size the exporter traced in
+        # (nn.MultiheadAttention's k / v views): the graph is only valid when they agree.
+        head_dim = int(do[a])
+        heads = x.channels * x.block // head_dim
+        seg = x.segments[0]
+        gid = dg.find(seg.group)
+        if seg.start != 0 or seg.stop != dg._size[gid] or x.block not in (1, head_dim) \
+                or (x.block == 1 and not dg.coarsen(gid, head_dim)):
+            raise _Unknown("channels do not split into heads")
+        out = Layout(a - 1, (Segment(dg.find(gid), 0, heads),))
+        dg.specials[out0] = Special("merged", -1, (out,))
+        if t[a - 1] != -1:  # outer axis of size 1 (a static batch of one): the entry is the head count
+            dg.fixups.append(Fixup(node, "reshape", out, [(a - 1, 0)]))
+        return
     raise _Unknown("reshape moves channels")
+
+
+_SELECT_PATH = frozenset({"Unsqueeze", "Squeeze", "Transpose"})
+
+
+def _feeds_part_selection(v: Value) -> bool:
+    """True when every use of ``v`` is a chain of Unsqueeze / Squeeze / Transpose ending in a
+    Gather or Split (how the exporters take q, k and v out of a fused projection)."""
+    uses = v.uses()
+    if not uses:
+        return False
+    for user, idx in uses:
+        if idx != 0 or user.domain != "":
+            return False
+        if user.op_type in ("Gather", "Split"):
+            continue
+        if user.op_type not in _SELECT_PATH or not _feeds_part_selection(user.output(0)):
+            return False
+    return True
+
+
+def _visit_stack_split(node: Node, x: Layout, t: List[int], di: Tuple, do: Tuple, out0: Value,
+                       dg: DependencyGraph) -> bool:
+    """Reshape of a fused projection's output ``[.., P*C, ..]`` to ``[.., P, C, ..]`` or
+    ``[.., P, heads, head_dim, ..]`` whose parts are then taken apart (Gather / Split): the
+    projection's group is cut into ``P`` sibling groups (:meth:`DependencyGraph.refine`) and the
+    output becomes a ``stacked`` special. The target's ``C`` (or ``heads``) entry is a fix-up."""
+    a = x.axis
+    k = len(do) - len(di)
+    if k not in (1, 2) or len(x.segments) != 1 or x.block != 1 or not _same_dims(do[:a], di[:a]) \
+            or not _same_dims(do[a + 1 + k:], di[a + 1:]) or not all(isinstance(d, int) for d in do[a:a + 1 + k]):
+        return False
+    parts = int(do[a])
+    if parts < 2 or int(np.prod(do[a:a + 1 + k], dtype=np.int64)) != x.channels or t[a] != parts \
+            or not _feeds_part_selection(out0):
+        return False
+    seg = x.segments[0]
+    gid = dg.find(seg.group)
+    if seg.start != 0 or seg.stop != dg._size[gid]:
+        return False
+    if k == 1 and t[a + 1] not in (do[a + 1], -1):
+        return False
+    if k == 2 and (t[a + 1] not in (do[a + 1], -1) or t[a + 2] not in (do[a + 2], -1) or t[a + 1] == t[a + 2] == -1):
+        return False
+    ids = dg.refine(gid, parts)
+    if ids is None:
+        return False
+    if k == 2 and not dg.coarsen(ids[0], int(do[a + 2])):
+        raise _Unknown("parts do not split into heads")
+    lays = tuple(Layout(a + 1, (Segment(g, 0, dg._size[dg.find(g)]),)) for g in ids)
+    dg.specials[out0] = Special("stacked", a, lays)
+    if t[a + 1] != -1:
+        dg.fixups.append(Fixup(node, "reshape", lays[0], [(a + 1, 0)]))
+    return True
+
+
+def _reshape_target(node: Node) -> Tuple[Optional[List[Optional[int]]], Optional[Node], List[int]]:
+    """The entries of a Reshape's target: a constant, or a Concat of 1-D pieces (from Shape) used
+    only here, its constant pieces known (None for the others). Also the Concat and, for each
+    entry, the Concat input holding it (-1 when the target is a constant)."""
+    c = constant_value(node.input(1))
+    if c is not None:
+        t = [int(v) for v in c.reshape(-1)]
+        return t, None, [-1] * len(t)
+    cat = node.input(1).producer
+    if cat is None or cat.op_type != "Concat" or cat.domain != "" or int(cat.attr("axis", 0)) != 0 \
+            or len(node.input(1).uses()) != 1 or node.input(1).is_graph_output():
+        return None, None, []
+    t: List[Optional[int]] = []
+    src: List[int] = []
+    for i, v in enumerate(cat.inputs):
+        d = _dims(v)
+        if d is None or len(d) != 1 or not isinstance(d[0], int):
+            return None, None, []
+        a = constant_value(v)
+        t.extend([int(e) for e in a.reshape(-1)] if a is not None else [None] * d[0])
+        src.extend([i] * d[0])
+    return t, cat, src
+
+
+def _visit_special(node: Node, op: str, ins, out0: Value, dg: DependencyGraph) -> None:
+    """Ops reading a ``stacked`` or ``merged`` value (:class:`Special`): axis moves (Unsqueeze,
+    Squeeze, Transpose), taking parts (Gather with a constant index, Split of ones on the
+    part axis) and the Reshape splitting ``outer*heads`` back into ``(outer, heads)``."""
+    sp = dg.specials.get(node.input(0)) if node.inputs else None
+    if sp is None or any(v is not None and v in dg.specials for v in node.inputs[1:]) \
+            or any(i is not None for i in ins):
+        raise _Unknown("special value in an unsupported position")
+    di, r = _dims(node.input(0)), _rank(node.input(0))
+    if r is None or di is None:
+        raise _Unknown("unknown rank")
+
+    def moved(f) -> Special:
+        return Special(sp.kind, f(sp.sel) if sp.kind == "stacked" else -1,
+                       tuple(l.with_axis(f(l.axis)) for l in sp.parts))
+
+    def axes_of(index: int, attr: str) -> Optional[List[int]]:
+        if len(node.inputs) > index and node.input(index) is not None:
+            a = constant_value(node.input(index))
+            return None if a is None else [int(v) for v in a.reshape(-1)]
+        v = node.attr(attr)
+        return None if v is None else [int(e) for e in v]
+
+    tracked = {l.axis for l in sp.parts} | ({sp.sel} if sp.kind == "stacked" else set())
+    if op == "Transpose":
+        perm = node.attr("perm")
+        perm = list(perm) if perm is not None else list(reversed(range(r)))
+        dg.specials[out0] = moved(perm.index)
+        return
+    if op == "Unsqueeze":
+        r_out = _rank(out0)
+        axes = axes_of(1, "axes")
+        if axes is None or r_out is None:
+            raise _Unknown("unsqueeze axes")
+        keep = [p for p in range(r_out) if p not in {a % r_out for a in axes}]
+        dg.specials[out0] = moved(lambda i: keep[i])
+        return
+    if op == "Squeeze":
+        axes = axes_of(1, "axes")
+        if axes is None:
+            raise _Unknown("squeeze axes")
+        axes = sorted({a % r for a in axes})
+        if sp.kind == "stacked" and sp.sel in axes and len(sp.parts) == 1 and di[sp.sel] == 1 \
+                and sp.parts[0].axis not in axes:
+            l = sp.parts[0]
+            dg.layouts[out0] = l.with_axis(l.axis - sum(a < l.axis for a in axes))
+            return
+        if tracked & set(axes):
+            raise _Unknown("squeeze of a channel axis")
+        dg.specials[out0] = moved(lambda i: i - sum(a < i for a in axes))
+        return
+    if op == "Gather" and sp.kind == "stacked":
+        if int(node.attr("axis", 0)) % r != sp.sel:
+            raise _Unknown("gather on another axis")
+        idx = constant_value(node.input(1))
+        n = len(sp.parts)
+        if idx is None or idx.size != 1 or di[sp.sel] != n:
+            raise _Unknown("gather of a non-constant part")
+        part = sp.parts[int(idx.reshape(-1)[0]) % n]
+        if idx.ndim == 0:
+            dg.layouts[out0] = part.with_axis(part.axis - (part.axis > sp.sel))
+        else:
+            dg.specials[out0] = Special("stacked", sp.sel, (part,))
+        return
+    if op == "Split" and sp.kind == "stacked":
+        n = len(sp.parts)
+        if int(node.attr("axis", 0)) % r != sp.sel or di[sp.sel] != n or len(node.outputs) != n:
+            raise _Unknown("split form")
+        sizes = axes_of(1, "split")
+        if sizes is not None and any(v != 1 for v in sizes):
+            raise _Unknown("split form")
+        for o, part in zip(node.outputs, sp.parts):
+            if o is not None:
+                dg.specials[o] = Special("stacked", sp.sel, (part,))
+        return
+    if op == "Reshape" and sp.kind == "merged":
+        l = sp.parts[0]
+        a = l.axis
+        do = _dims(out0)
+        t, cat, src = _reshape_target(node)
+        if t is None or do is None or l.block != 1 or len(l.segments) != 1 or len(do) != len(di) + 1 \
+                or not _same_dims(do[:a], di[:a]) or not _same_dims(do[a + 2:], di[a + 1:]) \
+                or do[a + 1] != l.channels or t[a + 1] not in (l.channels, -1):
+            raise _Unknown("reshape of heads merged with batch")
+        out = Layout(a + 1, l.segments)
+        dg.layouts[out0] = out
+        if t[a + 1] != -1:
+            if cat is None:
+                dg.fixups.append(Fixup(node, "reshape", out, [(a + 1, 0)]))
+            elif _dims(cat.input(src[a + 1])) == (1,):
+                dg.fixups.append(Fixup(cat, "concat_entry", out, [(src[a + 1], 0)]))
+            else:
+                raise _Unknown("head count inside a longer piece of the target")
+        return
+    raise _Unknown("unsupported use of a fused projection or of merged heads")
 
 
 def _visit_batched_matmul(node: Node, ins, out0: Value, dg: DependencyGraph, merge) -> None:
