@@ -740,50 +740,224 @@ static void edgec_global_pool(const float* restrict x, float* restrict y, long N
 }
 """,
     "softmax": """\
-/* (Log)Softmax over the middle axis of [outer, n, inner]. */
-static void edgec_softmax(const float* restrict x, float* restrict y, long outer, long n, long inner, int log_)
+#ifndef EDGEC_F8_DEFINED
+#define EDGEC_F8_DEFINED
+/* 8-float vectors for the row loops of softmax / layernorm (GCC >= 9, clang); scalar loops otherwise */
+#if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)) && !defined(EDGEC_NO_VECTOR_EXT)
+typedef float edgec_f8 __attribute__((vector_size(32)));
+typedef float edgec_f8u __attribute__((vector_size(32), aligned(4)));
+typedef int edgec_i8 __attribute__((vector_size(32)));
+#define EDGEC_F8 1
+#define EDGEC_F8SEL(m, a, b) ((edgec_f8)(((m) & (edgec_i8)(a)) | (~(m) & (edgec_i8)(b))))
+#define EDGEC_F8SET(s) ((edgec_f8){(s), (s), (s), (s), (s), (s), (s), (s)})
+#else
+#define EDGEC_F8 0
+#endif
+#endif
+/* exp(x) without libm, branch-free (Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial;
+   relative error ~1e-7, about 1 ULP). Valid for x <= 88 (softmax arguments are <= 0); 0 below -87.34 (no
+   subnormal results); NaN propagates. The 8-wide copy is written out in edgec_row_exp. */
+static inline float edgec_expf(float x)
+{
+    float z = x < 88.0f ? x : 88.0f;
+    z = z > -87.33654f ? z : -87.33654f;
+    const float fx = z * 1.44269504088896341f;
+    const int ni = (int)(fx + (fx < 0.0f ? -0.5f : 0.5f));
+    const float n = (float)ni;
+    const float r = (z - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    union { unsigned u; float f; } s; /* 2^n */
+    s.u = (unsigned)(ni + 127) << 23;
+    p = x < -87.33654f ? 0.0f : p * s.f;
+    return x == x ? p : x;
+}
+/* max of x[0..n) (NaN ignored; -INFINITY when n == 0) */
+static inline float edgec_row_max(const float* x, long n)
+{
+    float m = -INFINITY;
+    long j = 0;
+#if EDGEC_F8
+    const long n8 = n - n % 8;
+    if (n8 > 0) {
+        edgec_f8 a = *(const edgec_f8u*)x;
+        for (j = 8; j < n8; j += 8) {
+            const edgec_f8 v = *(const edgec_f8u*)(x + j);
+            a = EDGEC_F8SEL(v > a, v, a);
+        }
+        for (int l = 0; l < 8; ++l) m = a[l] > m ? a[l] : m;
+    }
+#endif
+    for (; j < n; ++j) m = x[j] > m ? x[j] : m;
+    return m;
+}
+/* y[j] = exp(x0[j] - m) (y may be x0); returns the sum */
+static inline float edgec_row_exp(const float* x0, float* y, long n, float m)
+{
+    float s = 0.0f;
+    long j = 0;
+#if EDGEC_F8
+    const long n8 = n - n % 8;
+    edgec_f8 a = EDGEC_F8SET(0.0f);
+    const edgec_f8 mv = EDGEC_F8SET(m), hi = EDGEC_F8SET(88.0f), lo = EDGEC_F8SET(-87.33654f);
+    const edgec_f8 zero = EDGEC_F8SET(0.0f), half = EDGEC_F8SET(0.5f), mhalf = EDGEC_F8SET(-0.5f);
+    for (j = 0; j < n8; j += 8) {
+        const edgec_f8 x = *(const edgec_f8u*)(x0 + j) - mv;
+        edgec_f8 z = EDGEC_F8SEL(x < hi, x, hi);
+        z = EDGEC_F8SEL(z > lo, z, lo);
+        edgec_f8 fx = z * EDGEC_F8SET(1.44269504088896341f);
+        fx = fx + EDGEC_F8SEL(fx < zero, mhalf, half);
+        const edgec_i8 ni = __builtin_convertvector(fx, edgec_i8);
+        const edgec_f8 n8 = __builtin_convertvector(ni, edgec_f8);
+        const edgec_f8 r = (z - n8 * EDGEC_F8SET(0.693359375f)) - n8 * EDGEC_F8SET(-2.12194440e-4f);
+        edgec_f8 p = EDGEC_F8SET(1.9875691500e-4f);
+        p = p * r + EDGEC_F8SET(1.3981999507e-3f);
+        p = p * r + EDGEC_F8SET(8.3334519073e-3f);
+        p = p * r + EDGEC_F8SET(4.1665795894e-2f);
+        p = p * r + EDGEC_F8SET(1.6666665459e-1f);
+        p = p * r + EDGEC_F8SET(5.0000001201e-1f);
+        p = p * (r * r) + r + EDGEC_F8SET(1.0f);
+        p = EDGEC_F8SEL(x < lo, zero, p * (edgec_f8)((ni + 127) << 23));
+        const edgec_f8 e = EDGEC_F8SEL(x == x, p, x);
+        *(edgec_f8u*)(y + j) = e;
+        a += e;
+    }
+    for (int l = 0; l < 8; ++l) s += a[l];
+#endif
+    for (; j < n; ++j) {
+        const float e = edgec_expf(x0[j] - m);
+        y[j] = e;
+        s += e;
+    }
+    return s;
+}
+static inline void edgec_row_scale(float* restrict y, long n, float s)
+{
+    for (long j = 0; j < n; ++j) y[j] *= s;
+}
+/* (Log)Softmax over the middle axis of [outer, n, inner]: contiguous rows (inner == 1) with the row
+   loops above; otherwise blocks of up to 64 inner lanes, each pass a contiguous loop over the lanes. */
+static inline void edgec_softmax(const float* restrict x, float* restrict y, long outer, long n, long inner, int log_)
 {
     for (long o = 0; o < outer; ++o) {
-        for (long i = 0; i < inner; ++i) {
-            const float* restrict xp = x + o * n * inner + i;
-            float* restrict yp = y + o * n * inner + i;
-            float m = xp[0];
-            for (long k = 1; k < n; ++k) m = xp[k * inner] > m ? xp[k * inner] : m;
-            float s = 0.0f;
+        const float* restrict xo = x + o * n * inner;
+        float* restrict yo = y + o * n * inner;
+        if (inner == 1) {
+            const float m = edgec_row_max(xo, n);
+            const float s = edgec_row_exp(xo, yo, n, m);
             if (log_) {
-                for (long k = 0; k < n; ++k) s += expf(xp[k * inner] - m);
                 const float ls = logf(s);
-                for (long k = 0; k < n; ++k) yp[k * inner] = xp[k * inner] - m - ls;
+                for (long k = 0; k < n; ++k) yo[k] = xo[k] - m - ls;
             } else {
-                for (long k = 0; k < n; ++k) {
-                    const float e = expf(xp[k * inner] - m);
-                    yp[k * inner] = e;
-                    s += e;
+                edgec_row_scale(yo, n, 1.0f / s);
+            }
+            continue;
+        }
+        for (long i0 = 0; i0 < inner; i0 += 64) {
+            const long w = inner - i0 < 64 ? inner - i0 : 64;
+            float m[64], s[64];
+            for (long i = 0; i < w; ++i) {
+                m[i] = -INFINITY;
+                s[i] = 0.0f;
+            }
+            for (long k = 0; k < n; ++k) {
+                const float* restrict xr = xo + k * inner + i0;
+                for (long i = 0; i < w; ++i) m[i] = xr[i] > m[i] ? xr[i] : m[i];
+            }
+            for (long k = 0; k < n; ++k) {
+                const float* restrict xr = xo + k * inner + i0;
+                float* restrict yr = yo + k * inner + i0;
+                for (long i = 0; i < w; ++i) {
+                    const float e = edgec_expf(xr[i] - m[i]);
+                    s[i] += e;
+                    if (!log_) yr[i] = e;
                 }
-                for (long k = 0; k < n; ++k) yp[k * inner] /= s;
+            }
+            if (log_) {
+                for (long i = 0; i < w; ++i) s[i] = m[i] + logf(s[i]);
+                for (long k = 0; k < n; ++k) {
+                    const float* restrict xr = xo + k * inner + i0;
+                    float* restrict yr = yo + k * inner + i0;
+                    for (long i = 0; i < w; ++i) yr[i] = xr[i] - s[i];
+                }
+            } else {
+                for (long i = 0; i < w; ++i) s[i] = 1.0f / s[i];
+                for (long k = 0; k < n; ++k) {
+                    float* restrict yr = yo + k * inner + i0;
+                    for (long i = 0; i < w; ++i) yr[i] *= s[i];
+                }
             }
         }
     }
 }
 """,
     "layernorm": """\
-/* LayerNormalization over the last n elements of each of `outer` rows. */
+#ifndef EDGEC_F8_DEFINED
+#define EDGEC_F8_DEFINED
+/* 8-float vectors for the row loops of softmax / layernorm (GCC >= 9, clang); scalar loops otherwise */
+#if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)) && !defined(EDGEC_NO_VECTOR_EXT)
+typedef float edgec_f8 __attribute__((vector_size(32)));
+typedef float edgec_f8u __attribute__((vector_size(32), aligned(4)));
+typedef int edgec_i8 __attribute__((vector_size(32)));
+#define EDGEC_F8 1
+#define EDGEC_F8SEL(m, a, b) ((edgec_f8)(((m) & (edgec_i8)(a)) | (~(m) & (edgec_i8)(b))))
+#define EDGEC_F8SET(s) ((edgec_f8){(s), (s), (s), (s), (s), (s), (s), (s)})
+#else
+#define EDGEC_F8 0
+#endif
+#endif
+/* sum of (x - c) and of (x - c)^2 over x[0..n), 8 lanes at a time */
+static inline void edgec_row_moments(const float* x, long n, float c, float* sum, float* sq)
+{
+    float s = 0.0f, q = 0.0f;
+    long i = 0;
+#if EDGEC_F8
+    const long n8 = n - n % 8;
+    edgec_f8 a = EDGEC_F8SET(0.0f), b = EDGEC_F8SET(0.0f);
+    const edgec_f8 cv = EDGEC_F8SET(c);
+    for (i = 0; i < n8; i += 8) {
+        const edgec_f8 d = *(const edgec_f8u*)(x + i) - cv;
+        a += d;
+        b += d * d;
+    }
+    for (int l = 0; l < 8; ++l) {
+        s += a[l];
+        q += b[l];
+    }
+#endif
+    for (; i < n; ++i) {
+        const float d = x[i] - c;
+        s += d;
+        q += d * d;
+    }
+    *sum = s;
+    *sq = q;
+}
+/* LayerNormalization over the last n elements of each of `outer` rows (two passes: the mean, summed
+   about the first element, then the variance about the mean; then one fused scale/shift pass). */
 static void edgec_layernorm(const float* restrict x, const float* restrict scale, const float* restrict bias,
                             float* restrict y, long outer, long n, float eps)
 {
     for (long o = 0; o < outer; ++o) {
         const float* restrict xp = x + o * n;
         float* restrict yp = y + o * n;
-        float mean = 0.0f, var = 0.0f;
-        for (long i = 0; i < n; ++i) mean += xp[i];
-        mean /= (float)n;
-        for (long i = 0; i < n; ++i) {
-            const float d = xp[i] - mean;
-            var += d * d;
-        }
+        const float x0 = n > 0 ? xp[0] : 0.0f;
+        float sum, var, dummy;
+        edgec_row_moments(xp, n, x0, &sum, &dummy);
+        const float mean = x0 + sum / (float)n;
+        edgec_row_moments(xp, n, mean, &dummy, &var);
         var /= (float)n;
         const float inv = 1.0f / sqrtf(var + eps);
-        for (long i = 0; i < n; ++i) yp[i] = (xp[i] - mean) * inv * scale[i] + (bias ? bias[i] : 0.0f);
+        if (bias) {
+            for (long i = 0; i < n; ++i) yp[i] = (xp[i] - mean) * inv * scale[i] + bias[i];
+        } else {
+            for (long i = 0; i < n; ++i) yp[i] = (xp[i] - mean) * inv * scale[i];
+        }
     }
 }
 """,
