@@ -5,7 +5,7 @@ For each model (batch 1):
 1. the float model is optimized for the C target (``-O2``) and emitted as fp32 C;
 2. the same model is quantized as ``edgec compile --quantize int8 --target c`` does (quantize pass,
    int8 activations, minmax calibration), turned into the integer IR and emitted as int8 C (every
-   integer layer through the accelerator HAL's reference implementation);
+   integer layer on the inline CPU kernels, the default without a target description);
 3. both are compiled with ``cc -O3 -march=native -std=c99`` and timed by a harness that runs
    ``model_run`` in a loop on one thread (``--reps`` runs per round, ``--rounds`` rounds taking turns,
    best round kept);

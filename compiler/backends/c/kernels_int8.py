@@ -14,6 +14,24 @@ Placement (``generate_c(..., placement=fn)``, ``fn(node) -> "npu" | "cpu"``, def
 
 Both are generated from one template, so they are bit-identical. An NPU node the HAL cannot take
 (broadcasting Add/Mul) runs on the CPU; the report's layer entry says where each layer runs.
+
+Convolution kernels (int32 accumulation; the zero-point terms are folded into the bias by
+:mod:`.integerize` and padding reads the input zero point, so the inner loops are pure dot products):
+
+* im2col + int16 GEMM (``conv_gemm``): blocks of up to 64 output pixels gathered into int16 rows padded
+  to a multiple of 16 (zeros in both operands), 4 output channels per pass over each row, contiguous
+  ``int16 x int16 -> int32`` dot products (``pmaddwd`` with AVX2); 1x1 convolutions gather
+  without bounds checks;
+* depthwise (``conv_dw``): one zero-point-padded int16 plane per channel, 3x3 taps unrolled (stride 1,
+  2 or generic); planes up to 8x8 are interleaved 8 channels at a time so every tap is one
+  multiply-add across channels;
+* requantization after the dot products, over runs of outputs (``requant_run``: per-element M0 and
+  shift, so the small planes of several channels form one vectorizable run).
+
+The working memory is on the stack (bounded by ``GEMM_ROWS``/``GEMM_MAX_K``/``DW_MAX_HW``; larger layers
+use the kernels without it). On the CPU the dispatch and the kernels are inlined into each layer
+(``always_inline`` with GCC/Clang), so the constant parameters become compile-time trip counts: about
+twice as fast as the HAL reference, which stays generic (runtime parameters), at the cost of code size.
 """
 
 from __future__ import annotations
@@ -296,7 +314,7 @@ static inline void @P@requant_run(const int32_t* restrict acc, long n, const int
    16, the extra columns zero in both operands), the weights of 4 output channels are widened into
    wb[4][KP], and each row meets the 4 weight rows in one pass of contiguous int16 dot products over KP
    (pmaddwd-friendly); requantization per tile of pixels afterwards. buf: (PB + 4) * KP int16. */
-@R@void @P@conv_gemm(const @P@conv_params* p, const int8_t* restrict x, const int8_t* restrict w,
+@AI@@R@void @P@conv_gemm(const @P@conv_params* p, const int8_t* restrict x, const int8_t* restrict w,
                      const int32_t* restrict bias, const int32_t* restrict mult, const int32_t* restrict shift,
                      int8_t* restrict y, int16_t* restrict buf, long PB)
 {
@@ -412,7 +430,7 @@ _CONV_DW = """\
    plane padded with the input zero point (buf: Hp * Wp int16), so every tap of a row of outputs is a
    branch-free multiply-add over the row. Small planes: the accumulators of consecutive channels are
    collected (up to RUN outputs) and requantized in one vectorizable run; large planes: per row tile. */
-@R@void @P@conv_dw(const @P@conv_params* p, const int8_t* restrict x, const int8_t* restrict w,
+@AI@@R@void @P@conv_dw(const @P@conv_params* p, const int8_t* restrict x, const int8_t* restrict w,
                    const int32_t* restrict bias, const int32_t* restrict mult, const int32_t* restrict shift,
                    int8_t* restrict y, int16_t* restrict buf)
 {
@@ -425,6 +443,65 @@ _CONV_DW = """\
     const int batch = P <= RUN && OW <= TILE && !single;
     int32_t run[RUN], mv[RUN], sv[RUN];
     long nrun = 0, mrun = 0;
+    if (M == p->groups && OH <= 8 && OW <= 8 && KH * KW <= 25 && !single) {
+        /* tiny planes: 8 channels per pass, interleaved (buf[(r * Wp + c) * 8 + channel], Hp * Wp * 8 int16),
+           so every tap is one multiply-add across 8 channels whatever the plane size */
+        for (long n = 0; n < p->n; ++n) {
+            for (long m0 = 0; m0 < M; m0 += 8) {
+                const long nb = M - m0 < 8 ? M - m0 : 8;
+                int32_t wt[25 * 8], b8[8];
+                int ok = 1;
+                const long ihe = H < Hp - ph ? H : Hp - ph, iwe = W < Wp - pw ? W : Wp - pw;
+                for (long i = 0; i < Hp * Wp * 8; ++i) buf[i] = zx;
+                for (long ch = 0; ch < 8; ++ch) {
+                    if (ch < nb) {
+                        const int8_t* restrict xp = x + (n * C + m0 + ch) * H * W;
+                        for (long ih = 0; ih < ihe; ++ih)
+                            for (long iw = 0; iw < iwe; ++iw) buf[((ih + ph) * Wp + iw + pw) * 8 + ch] = xp[ih * W + iw];
+                    }
+                    for (long t = 0; t < KH * KW; ++t) wt[t * 8 + ch] = ch < nb ? w[(m0 + ch) * KH * KW + t] : 0;
+                    b8[ch] = ch < nb ? bias[m0 + ch] : 0;
+                    if (ch < nb) {
+                        const int32_t sk = shift[pc ? m0 + ch : 0];
+                        ok = ok && sk <= 0 && sk >= -31;
+                    }
+                }
+                int32_t out[8 * 64];
+                for (long oh = 0; oh < OH; ++oh) {
+                    for (long ow = 0; ow < OW; ++ow) {
+                        int32_t acc[8];
+                        for (long ch = 0; ch < 8; ++ch) acc[ch] = b8[ch];
+                        for (long kh = 0; kh < KH; ++kh) {
+                            for (long kw = 0; kw < KW; ++kw) {
+                                const int16_t* restrict bp = buf + ((oh * sh + kh * dh) * Wp + ow * sw + kw * dw) * 8;
+                                const int32_t* restrict wp = wt + (kh * KW + kw) * 8;
+                                for (long ch = 0; ch < 8; ++ch) acc[ch] += wp[ch] * bp[ch];
+                            }
+                        }
+                        for (long ch = 0; ch < nb; ++ch) out[ch * P + oh * OW + ow] = acc[ch];
+                    }
+                }
+                if (ok) {
+                    int32_t mv8[8 * 64], sv8[8 * 64];
+                    for (long ch = 0; ch < nb; ++ch) {
+                        const long k = pc ? m0 + ch : 0;
+                        for (long q = 0; q < P; ++q) {
+                            mv8[ch * P + q] = mult[k];
+                            sv8[ch * P + q] = shift[k];
+                        }
+                    }
+                    @P@requant_run(out, nb * P, mv8, sv8, zy, lo, hi, y + (n * M + m0) * P);
+                } else {
+                    for (long ch = 0; ch < nb; ++ch) {
+                        const long k = pc ? m0 + ch : 0;
+                        @P@requant_tile_i32(out + ch * P, P, mult[k], shift[k], zy, lo, hi, single,
+                                            y + (n * M + m0 + ch) * P);
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (long n = 0; n < p->n; ++n) {
         for (long m = 0; m < M; ++m) {
             if (m % mg == 0) { /* the padded plane of input channel m / mg */
@@ -537,7 +614,7 @@ _CONV_DW = """\
 _ENTRY = """\
 /* Which convolution kernel runs (1: im2col + int16 GEMM, *pb pixels per block; 2: depthwise over padded
    planes; 0: the kernels without working memory) and how many int16 elements of working memory it needs. */
-static inline long @P@conv_plan(const @P@conv_params* p, int* kind, long* pb)
+@AI@static inline long @P@conv_plan(const @P@conv_params* p, int* kind, long* pb)
 {
     const long k = (long)(p->c / p->groups) * p->kh * p->kw, kp = (k + 15) / 16 * 16;
     const long hp = (long)(p->oh - 1) * p->sh + (long)(p->kh - 1) * p->dh + 1;
@@ -550,24 +627,17 @@ static inline long @P@conv_plan(const @P@conv_params* p, int* kind, long* pb)
         return (*pb + 4) * kp; /* im2col rows + 4 widened weight rows */
     }
     if (!p->acc64 && p->c == p->groups && hp <= @DW_MAX_HW@ && wp <= @DW_MAX_HW@ && hp * wp <= @DW_MAX_HW@) {
-        *kind = 2;
-        return hp * wp; /* one padded input plane */
+        *kind = 2; /* one padded input plane, or 8 interleaved ones for tiny planes */
+        return p->m == p->groups && p->oh <= 8 && p->ow <= 8 && p->kh * p->kw <= 25 && !p->single ? hp * wp * 8 : hp * wp;
     }
     return 0;
 }
-/* The convolution with caller-provided working memory (buf: conv_plan(p) int16 elements). */
-static inline int @P@conv2d_run(const @P@conv_params* p, const int8_t* x, const int8_t* w, const int32_t* bias,
-                                const int32_t* mult, const int32_t* shift, int8_t* y, int16_t* buf)
+/* The convolutions without working memory (one im2col row on the stack for the generic one). */
+static inline void @P@conv2d_other(const @P@conv_params* p, const int8_t* x, const int8_t* w, const int32_t* bias,
+                                   const int32_t* mult, const int32_t* shift, int8_t* y)
 {
     const long k = (long)(p->c / p->groups) * p->kh * p->kw;
-    int kind;
-    long pb;
-    (void)@P@conv_plan(p, &kind, &pb);
-    if (kind == 1) {
-        @P@conv_gemm(p, x, w, bias, mult, shift, y, buf, pb);
-    } else if (kind == 2) {
-        @P@conv_dw(p, x, w, bias, mult, shift, y, buf);
-    } else if (p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->ph == 0 && p->pw == 0 && p->oh == p->h &&
+    if (p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->ph == 0 && p->pw == 0 && p->oh == p->h &&
         p->ow == p->w && (long)p->h * p->w >= 16) { /* pointwise over enough pixels to vectorize */
         if (p->acc64) @P@conv1x1_i64(p, x, w, bias, mult, shift, y);
         else @P@conv1x1_i32(p, x, w, bias, mult, shift, y);
@@ -578,6 +648,21 @@ static inline int @P@conv2d_run(const @P@conv_params* p, const int8_t* x, const 
         int8_t patch[k]; /* one im2col row (C99 variable-length array) */
         if (p->acc64) @P@conv2d_i64(p, x, w, bias, mult, shift, y, patch);
         else @P@conv2d_i32(p, x, w, bias, mult, shift, y, patch);
+    }
+}
+/* The convolution with caller-provided working memory (buf: conv_plan(p) int16 elements). */
+@AI@static inline int @P@conv2d_run(const @P@conv_params* p, const int8_t* x, const int8_t* w, const int32_t* bias,
+                                    const int32_t* mult, const int32_t* shift, int8_t* y, int16_t* buf)
+{
+    int kind;
+    long pb;
+    (void)@P@conv_plan(p, &kind, &pb);
+    if (kind == 1) {
+        @P@conv_gemm(p, x, w, bias, mult, shift, y, buf, pb);
+    } else if (kind == 2) {
+        @P@conv_dw(p, x, w, bias, mult, shift, y, buf);
+    } else {
+        @P@conv2d_other(p, x, w, bias, mult, shift, y);
     }
     return 0;
 }
@@ -631,8 +716,12 @@ static inline int @P@conv2d_run(const @P@conv_params* p, const int8_t* x, const 
         const int32_t m1 = p->m1, m2 = p->m2, mo = p->mo, e1 = -p->s1, e2 = -p->s2, eo = -p->so;
         const int32_t k1 = (int32_t)(((uint32_t)1 << e1) - 1u), k2 = (int32_t)(((uint32_t)1 << e2) - 1u);
         const int32_t ko = (int32_t)(((uint32_t)1 << eo) - 1u), lo = p->qmin, hi = p->qmax, sub = p->sub;
-        for (long i = 0; i < p->size; ++i) {
-            const int32_t xa = (a[i] + o1) * (1 << ls), xb = (b[i] + o2) * (1 << ls);
+        const long size = p->size;
+        const int8_t* restrict ar = a;
+        const int8_t* restrict br = b;
+        int8_t* restrict yr = y;
+        for (long i = 0; i < size; ++i) {
+            const int32_t xa = (ar[i] + o1) * (1 << ls), xb = (br[i] + o2) * (1 << ls);
             const int64_t pa = (int64_t)xa * m1, pb = (int64_t)xb * m2;
             const int64_t na = pa + (pa >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30)));
             const int64_t nb = pb + (pb >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30)));
@@ -645,7 +734,7 @@ static inline int @P@conv2d_run(const @P@conv_params* p, const int8_t* x, const 
             const int64_t no = po + (po >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30)));
             const int32_t to = (int32_t)((no + (no < 0 ? (((int64_t)1 << 31) - 1) : 0)) >> 31);
             const int32_t v = (to >> eo) + ((to & ko) > ((ko >> 1) + (to < 0)) ? 1 : 0) + oo;
-            y[i] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+            yr[i] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
         }
         return 0;
     }
@@ -724,7 +813,7 @@ GEMM_ROWS = 4096
 GEMM_MIN_K = 9
 GEMM_MAX_K = 2048
 #: Largest padded input plane (elements) of the depthwise kernel in the HAL reference (stack buffer).
-DW_MAX_HW = 16384
+DW_MAX_HW = 8192
 
 
 def _consts(text: str) -> str:
@@ -733,11 +822,26 @@ def _consts(text: str) -> str:
             .replace("@DW_MAX_HW@", str(DW_MAX_HW)))
 
 
+#: The inline CPU kernels: the convolution dispatch and the int32 kernels are inlined into every layer
+#: (GCC/Clang), so the layer's constant parameters become compile-time trip counts and dead paths vanish.
+_SPECIALIZE = """\
+#if defined(__GNUC__) || defined(__clang__)
+#define EDGEC_Q_SPECIALIZE __attribute__((always_inline))
+#else
+#define EDGEC_Q_SPECIALIZE
+#endif
+"""
+
+
+def _ai(text: str, inline: bool) -> str:
+    return text.replace("@AI@", "EDGEC_Q_SPECIALIZE " if inline else "")
+
+
 def _rows(prefix: str, storage: str) -> str:
     return "".join(_sub((_CONV_FAST + _CONV_ROWS).replace("@ACC@", a).replace("@T@", t).replace("@R@", storage)
                         .replace("@XOFF@", off), prefix)
                    for a, t, off in (("i32", "int32_t", "0"), ("i64", "int64_t", "-(int64_t)p->x_zp"))) + \
-        _consts(_sub((_CONV_GEMM + _CONV_DW).replace("@R@", storage), prefix))
+        _consts(_ai(_sub((_CONV_GEMM + _CONV_DW).replace("@R@", storage), prefix), prefix == "edgec_q_"))
 
 
 def hal_header() -> str:
@@ -763,7 +867,7 @@ def hal_reference(name: str) -> str:
         f'#include "{name}_npu.h"', "", "#include <stdint.h>", "",
         "#if defined(__GNUC__) || defined(__clang__)", "#define EDGEC_NPU_WEAK __attribute__((weak))", "#else",
         "#define EDGEC_NPU_WEAK", "#endif", "",
-        _sub(_COMMON, "npu_"), _rows("npu_", "static "), _consts(_sub(_ENTRY, "npu_", "EDGEC_NPU_WEAK ")), ""])
+        _sub(_COMMON, "npu_"), _rows("npu_", "static "), _consts(_ai(_sub(_ENTRY, "npu_", "EDGEC_NPU_WEAK "), False)), ""])
 
 
 # --- helpers registered with the emitter ---------------------------------------------------------------
@@ -774,7 +878,8 @@ def _hal_include(name: str) -> str:
 
 K.HELPERS["npu_hal"] = _hal_include  # type: ignore[assignment]  # the emitter calls it with the model name
 K.HELPERS["q_common"] = _sub(_STRUCTS, "edgec_q_") + _sub(_COMMON, "edgec_q_")
-K.HELPERS["q_kernels"] = _rows("edgec_q_", "static inline ") + _consts(_sub(_ENTRY, "edgec_q_", "static inline "))
+K.HELPERS["q_kernels"] = (_SPECIALIZE + _rows("edgec_q_", "static inline ") +
+                          _consts(_ai(_sub(_ENTRY, "edgec_q_", "static inline "), True)))
 K.HELPERS["q_maxpool"] = """\
 static void edgec_maxpool2d_s8(const int8_t* restrict x, int8_t* restrict y, long NC, long H, long W, long OH,
                                long OW, long KH, long KW, long sh, long sw, long dh, long dw, long ph, long pw)
@@ -820,7 +925,7 @@ def _check_int32(node: Node, values: Sequence[Any]) -> None:
 
 def _place(node: Node, k: KernelContext) -> str:
     fn = getattr(k, "placement", None)
-    where = fn(node) if fn is not None else "npu"
+    where = fn(node) if fn is not None else "cpu"  # no target description: no accelerator, inline kernels
     if where not in ("npu", "cpu"):
         raise UnsupportedModelError(f"placement of node '{node.name}' must be 'npu' or 'cpu', not {where!r}")
     return where
@@ -871,8 +976,16 @@ def gen_qconv(node: Node, k: KernelContext) -> NodeCode:
               "y_zp": int(node.attr("y_zero_point", 0)), **_rq(node),
               "per_channel": int(k.dims(node.input(3)) != (1,) and int(np.prod(k.dims(node.input(3)))) > 1),
               "acc64": int(node.attr("acc", "int32") in ("int64", b"int64"))}
-    return _code(node, list(node.inputs), "conv_params", fields, "conv2d_s8", "x0, x1, x2, x3, x4, y0",
-                 _place(node, k), macs=int(np.prod(y)) * int(np.prod(w[1:])))
+    where = _place(node, k)
+    code = _code(node, list(node.inputs), "conv_params", fields, "conv2d_s8", "x0, x1, x2, x3, x4, y0", where,
+                 macs=int(np.prod(y)) * int(np.prod(w[1:])))
+    if where == "cpu":  # the kernel inlined with this layer's constants; working memory sized at compile time
+        code.body = (f"    static const edgec_q_conv_params p = {_init(fields)};\n"
+                     "    int kind;\n    long pb;\n"
+                     "    const long nb = edgec_q_conv_plan(&p, &kind, &pb);\n"
+                     "    int16_t buf[nb > 0 ? nb : 1];\n"
+                     "    (void)edgec_q_conv2d_run(&p, x0, x1, x2, x3, x4, y0, buf);\n")
+    return code
 
 
 def gen_qgemm(node: Node, k: KernelContext) -> NodeCode:
