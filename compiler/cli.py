@@ -300,6 +300,9 @@ def _written_size(path: str) -> int:
 @click.option("--int8-rounding", type=click.Choice(["double", "single"]), default=None,
               help="--quantize int8 --target c: requantization rounding, double (gemmlowp/TFLite; the default) or "
                    "single (CMSIS-NN); default: the target description's.")
+@click.option("--int8-softmax", is_flag=True,
+              help="--quantize int8 --target c: Softmax in int8 too (TFLite integer softmax, output scale 1/256), "
+                   "instead of float between a dequantize and a quantize.")
 @click.option("--target-desc", "target_desc", default=None, metavar="FILE.toml",
               help="C target: the chip (NPU ops and limits, SRAM/flash, MACs per cycle, bandwidth, rounding; format "
                    "in docs/target-description.md). Places every layer on the NPU (HAL calls) or the CPU, checks the "
@@ -331,7 +334,7 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
     """Compile an ONNX MODEL: load, pin shapes, optimize (default -O2), verify, save."""
     quant = {k: kw.pop(k) for k in _QUANT_KEYS}
     prune = {k: kw.pop(k) for k in _PRUNE_KEYS}
-    int8_opts = {"int8_io": kw.pop("int8_io"), "rounding": kw.pop("int8_rounding")}
+    int8_opts = {"int8_io": kw.pop("int8_io"), "rounding": kw.pop("int8_rounding"), "int8_softmax": kw.pop("int8_softmax")}
     target_desc = kw.pop("target_desc")
     if target_desc is not None and target != "c":
         raise click.UsageError("--target-desc needs --target c")
@@ -346,8 +349,8 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
         _compile_c_quantized(state, model_path, output, input_shape, c_name, c_verify, kw, quant, prune,
                              ort_contrib_ops, target_desc=tdesc, **int8_opts)
         return
-    if int8_opts["int8_io"] or int8_opts["rounding"] is not None:
-        raise click.UsageError("--int8-io and --int8-rounding need --quantize int8 --target c")
+    if int8_opts["int8_io"] or int8_opts["rounding"] is not None or int8_opts["int8_softmax"]:
+        raise click.UsageError("--int8-io, --int8-rounding and --int8-softmax need --quantize int8 --target c")
     if target == "c":
         given = [f for k, f in {**_QUANT_FLAGS, **_PRUNE_FLAGS}.items()
                  if {**quant, **prune}[k] not in (None, False, "minmax", 300.0, "unstructured", "magnitude", "dense", "auto")]
@@ -475,7 +478,7 @@ def _compile_c_quantized(state: _State, model_path: str, out_dir: str, input_sha
                          verify_c: bool, kw: Dict[str, Any], q: Dict[str, Any], prune: Dict[str, Any],
                          ort_contrib_ops: bool, *, int8_io: bool = False, rounding: str = "double",
                          placement: Optional[Callable[[Any], str]] = None, runs: int = 3,
-                         target_desc: Any = None) -> None:
+                         target_desc: Any = None, int8_softmax: bool = False) -> None:
     """`compile --quantize int8 --target c`: -O preset, int8 QDQ quantization (int8 activations), integer IR,
     integer-only C (NPU layers through the HAL of ``placement``, default all), report; --verify compares the
     built C with the integer reference (edgec.quant.reference.run_integer) bit for bit."""
@@ -527,7 +530,8 @@ def _compile_c_quantized(state: _State, model_path: str, out_dir: str, input_sha
 
     def int8_acts(text: str) -> str:  # the C target runs int8 activations (TFLite int8 spec)
         return re.sub(r"(^|,)quantize(\{|(?=,|$))",
-                      lambda m: m.group(1) + "quantize{activations=int8" + ("," if m.group(2) else "}"), text)
+                      lambda m: m.group(1) + "quantize{activations=int8" + (",int8-softmax=true" if int8_softmax else "")
+                      + ("," if m.group(2) else "}"), text)
 
     def runner(m: Any, text: str, resources: Dict[str, Any], first: bool) -> Dict[str, Any]:
         ctx = PassContext(resources=dict(resources))

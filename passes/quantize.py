@@ -39,6 +39,9 @@ reads it, never just because it could be):
    ``|c| >= MASK_MAGNITUDE``, -inf or float min, e.g. ``(1 - mask) * -10000``) and the sums they
    enter are never quantized: one scale spanning the fill value erases the real scores.
 7. ``keep-float`` ops (Softmax, LayerNormalization, NMS, TopK, ...) and ``exclude`` nodes stay float.
+   With ``int8-softmax=true`` every Softmax on a float activation (not an attention-mask sum, not
+   excluded) is quantized the TFLite way: its input gets a calibrated scale, its output the fixed
+   ``(1/256, -128)`` (uint8 activations: ``(1/256, 0)``), shared with the data movers it joins.
 8. Constant Gather tables (embeddings, >= ``GATHER_MIN_ELEMENTS`` elements, opset >= 13) become int8
    with one symmetric scale per column (last axis); the Gather reads int8 rows and a
    DequantizeLinear follows (a DequantizeLinear before the Gather would dequantize the whole table
@@ -364,6 +367,7 @@ class Quantize(Pass):
     samples: int = 0
     reduce_range: bool = False
     gather_tables: bool = True
+    int8_softmax: bool = False
 
     # --- driver --------------------------------------------------------------------------------
     def run(self, model: Model, ctx: PassContext) -> bool:
@@ -405,6 +409,13 @@ class Quantize(Pass):
             ctx.warn("quantize: no quantizable op found")
             return False
         params = self._calibrate(model, data, plan, adtype, warnings, ctx.resources.get(STATS_CACHE))
+        if plan["softmax"]:  # TFLite's fixed output parameters, for the whole sharing group
+            uf, groups = plan["uf"], plan["uf"].groups()
+            fixed = (np.asarray(1.0 / 256.0, np.float32), np.asarray(-128 if adtype == DType.INT8 else 0,
+                                                                      dtype=adtype.numpy))
+            for n in plan["softmax"]:
+                for v in groups[uf.find(id(n.output(0)))]:
+                    params[id(v)] = fixed
         bytes_before = initializer_bytes(model)
         report_nodes = self._rewrite(model, plan, params, per_channel, wdtype, adtype, warnings)
         after = initializer_bytes(model)
@@ -465,6 +476,18 @@ class Quantize(Pass):
             else:
                 deferred.append(n)
             compute.append(n)
+        softmaxes: List[Node] = []  # int8-softmax: input calibrated, output (1/256, type minimum)
+        if self.int8_softmax:
+            for n in g:
+                if n.op_type != "Softmax" or n.domain != "" or n.name in self.exclude:
+                    continue
+                x, out = n.input(0), n.output(0)
+                if not _is_act(x) or not _is_f32(out) or id(x) in masked or id(out) in masked:
+                    continue
+                use(x, n, 0)
+                uf.add(out)
+                int8_ops.add(id(n))
+                softmaxes.append(n)
         movers = [n for n in g if n.op_type in MOVERS and n.domain == "" and self._enabled(n) and _mover_ok(n)
                   and all(_is_act(v) and id(v) not in masked for v in _mover_data(n))
                   and all(_is_f32(o) for o in _mover_outs(n))]
@@ -520,7 +543,7 @@ class Quantize(Pass):
                 changed = True
             if changed:
                 pull_movers()
-        return {"uf": uf, "compute": compute, "arith": arith, "members": list(uf.values.values()),
+        return {"uf": uf, "compute": compute, "arith": arith, "softmax": softmaxes, "members": list(uf.values.values()),
                 "movers": [n for n in movers if id(n) in chosen], "qin": qin, "int8_ops": int8_ops}
 
     # --- ranges ---------------------------------------------------------------------------------
@@ -600,6 +623,10 @@ class Quantize(Pass):
                 n.set_input(i, dq.outputs[0])
                 consts.note(v)
             report.append({"name": n.name, "op": n.op_type, "output_scale": float(params[id(n.output(0))][0])})
+        for n in plan["softmax"]:
+            if id(n.input(0)) in params and id(n.output(0)) in params:
+                report.append({"name": n.name, "op": n.op_type, "input_scale": float(params[id(n.input(0))][0]),
+                               "output_scale": float(params[id(n.output(0))][0])})
         for v in plan["members"]:
             if id(v) not in params or not v.has_uses():
                 continue

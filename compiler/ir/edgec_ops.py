@@ -132,6 +132,10 @@ INTEGER_OPS: Dict[str, Tuple[int, int, str]] = {
     "QMul": (2, 2, "TFLite int8 Mul: MBQM((a-za)*(b-zb), M) + y_zero_point"),
     "QAvgPool": (1, 1, "int8 average pool (global=1: over all spatial dims): sum(q)/n rounded half away"),
     "QRequant": (1, 1, "int8 requantization clamp(MBQM(x - x_zero_point, multiplier, shift) + y_zero_point)"),
+    "QAvgPoolRq": (1, 1, "int8 average pool with its own output parameters: acc = sum(x - x_zero_point) over the "
+                         "n counted elements, y = clamp(MBQM(acc, multipliers[n - count_min], shifts[...]) + y_zp)"),
+    "QSoftmax": (1, 1, "TFLite int8 softmax over [outer, depth, inner] (gemmlowp fixed point: input_multiplier, "
+                       "input_left_shift, diff_min); output scale 1/256, zero point -128"),
 }
 
 

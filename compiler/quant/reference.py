@@ -18,9 +18,14 @@ MatMul and edgec Fused* forms     int32), then ``requantize`` with ``M[c] = alph
                                   with round half to even; a float bias is quantized so.
 Add, Sub                          TFLite ``quantized_add`` (left shift 20, three multipliers)
 Mul                               ``MBQM((q1-Z1)*(q2-Z2), S1*S2/S_out)``
-AveragePool, GlobalAveragePool    shared (S, Z) only: ``sum(q)`` over the window (raw q, as TFLite), divided by
+AveragePool, GlobalAveragePool    shared (S, Z): ``sum(q)`` over the window (raw q, as TFLite), divided by
                                   the count with ties away from zero: ``sign(s)*((|s| + n//2) // n)``;
-                                  ``count_include_pad=1`` pads with Z. ``ceil_mode=1`` runs in float.
+                                  ``count_include_pad=1`` pads with Z. Own output (S, Z): ``sum(q - Z_in)``
+                                  requantized with ``M[n] = S_in/(S_out*n)`` (``fixedpoint.avgpool_rescale``).
+                                  ``ceil_mode=1`` runs in float.
+Softmax                           TFLite int8/uint8 reference softmax (``fixedpoint.quantized_softmax``, gemmlowp
+                                  fixed point) when the output is ``(1/256, type minimum)`` and a row has at
+                                  most 4095 values; any other output parameters run in float.
 MaxPool, Reshape, Transpose,      shared (S, Z) only: the op moves the integers unchanged
 Concat, Slice, Gather, ...
 QuantizeLinear (of a DQ),         requantize ``q_x - Z_x`` with ``M = S_x / S_out`` (TFLite QUANTIZE int8->int8,
@@ -115,6 +120,8 @@ class RegionCall:
     qmax: int
     rounding: str
     evaluate: Callable[[Node, Sequence[Optional[np.ndarray]]], List[np.ndarray]]
+    out_dtype: Any = np.int8  # the output QuantizeLinear's integer type
+    opset: int = 21  # the default-domain opset of the model
 
 
 #: A kernel returns the integer output (any int array, values in [qmin, qmax]) or None: run in float.
@@ -275,10 +282,13 @@ def _pads(node: Node, spatial: Sequence[int], kernel: Sequence[int], strides: Se
 
 def _average_pool(call: RegionCall) -> Optional[np.ndarray]:
     x, node = call.inputs[0], call.node
-    if not (x.per_tensor and x.same_params(call.out_scale, call.out_zp)):
+    if not x.per_tensor:
         return None
-    _, zp = x.params()
-    q = x.q.astype(np.int64)
+    s_in, zp = x.params()
+    shared = x.same_params(call.out_scale, call.out_zp)
+    q = x.q.astype(np.int64) if shared else x.centered()  # rescaling: sum(q - Z_in), pads count as 0
+    if not shared:
+        zp = 0
     nd = q.ndim - 2
     if node.op_type == "GlobalAveragePool":
         axes = tuple(range(2, q.ndim))
@@ -307,8 +317,52 @@ def _average_pool(call: RegionCall) -> Optional[np.ndarray]:
         s = windows(xp, 2).sum(axis=ksum)
         n = windows(mask, 0).sum(axis=ksum)
     n = np.maximum(n, 1)  # a window entirely in the padding (ONNX leaves it undefined)
+    if not shared:
+        if np.any(np.abs(s) > fx.INT32_MAX):
+            return None
+        return fx.avgpool_rescale(s, n, s_in, call.out_scale, call.out_zp, call.qmin, call.qmax, call.rounding)
     mag = (np.abs(s) + n // 2) // n
     return np.clip(np.sign(s) * mag, call.qmin, call.qmax)
+
+
+def softmax_layout(node: Node, shape: Sequence[int], opset: int) -> Optional[Tuple[int, int, int]]:
+    """``(outer, depth, inner)`` of a Softmax over ``shape`` (opset < 13: the 2-D coercion at ``axis``)."""
+    rank = len(shape)
+    if rank == 0:
+        return None
+    axis = int(node.attr("axis", -1 if opset >= 13 else 1))
+    if not -rank <= axis < rank:
+        return None
+    axis %= rank
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    if opset >= 13:
+        return outer, int(shape[axis]), int(np.prod(shape[axis + 1:], dtype=np.int64))
+    return outer, int(np.prod(shape[axis:], dtype=np.int64)), 1
+
+
+def softmax_output_ok(out_scale: float, out_zp: int, out_type: Any) -> bool:
+    """Whether (scale, zero point) of a Softmax output are TFLite's fixed ones: (1/256, type minimum)."""
+    dt = np.dtype(out_type)
+    return dt in _OUT_TYPES and np.float32(out_scale) == np.float32(fx.SOFTMAX_OUTPUT_SCALE) \
+        and int(out_zp) == int(np.iinfo(dt).min)
+
+
+def _softmax(call: RegionCall) -> Optional[np.ndarray]:
+    x = call.inputs[0]
+    if not x.per_tensor:
+        return None
+    out_type = np.dtype(call.out_dtype)
+    if not softmax_output_ok(call.out_scale, call.out_zp, out_type):
+        return None
+    lay = softmax_layout(call.node, x.q.shape, call.opset)
+    if lay is None or lay[1] > fx.SOFTMAX_MAX_DEPTH or lay[1] < 1:
+        return None
+    p = fx.softmax_params(x.params()[0], 1.0, call.rounding)
+    if p is None:
+        return None
+    q3 = x.q.astype(np.int64).reshape(lay)
+    y = fx.quantized_softmax(q3, p, out_type, axis=1, qmin=call.qmin, qmax=call.qmax)
+    return y.reshape(x.q.shape)
 
 
 _LINEAR = RegionKernel(_linear, (0, 1))
@@ -322,6 +376,7 @@ REGION_KERNELS: Dict[Tuple[str, str], RegionKernel] = {
     ("", "Mul"): RegionKernel(_mul, (0, 1)),
     ("", "AveragePool"): RegionKernel(_average_pool),
     ("", "GlobalAveragePool"): RegionKernel(_average_pool),
+    ("", "Softmax"): RegionKernel(_softmax),
     **{("", op): RegionKernel(_movement) for op in (
         "MaxPool", "GlobalMaxPool", "Reshape", "Transpose", "Slice", "Squeeze", "Unsqueeze", "Flatten", "Gather",
         "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "ReduceMax", "ReduceMin")},
@@ -507,7 +562,7 @@ class _Interpreter:
             scale, zp, dt, lo, hi = params
             inputs = [self._get(v) for v in anchor.inputs]
             call = RegionCall(anchor, inputs, scale, zp, lo, hi, self.rounding,
-                              lambda n, a: evaluate(n, a, self.opset))
+                              lambda n, a: evaluate(n, a, self.opset), np.dtype(dt), self._opset_of(anchor))
             if all(isinstance(inputs[i], QTensor) for i in self._qins(spec, anchor)):
                 y = spec.fn(call)
         if y is None:  # parameters outside the kernel's contract: the chain in float

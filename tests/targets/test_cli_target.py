@@ -77,3 +77,28 @@ def test_int8_layers_go_to_the_npu_hal_and_stay_bit_exact(tmp_path: Path) -> Non
     npu = [L for L in rep["layers"] if L["unit"] == "npu"]
     assert npu and any(L["op"] == "Conv" for L in npu)
     assert "npu_conv2d_s8" in (out2 / "model.c").read_text() + "".join(f.read_text() for f in out2.glob("*npu*"))
+
+
+def test_int8_softmax_flag_runs_softmax_in_integer(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((10, 48)).astype(np.float32) * 0.3, "w")
+    b = numpy_helper.from_array(rng.standard_normal(10).astype(np.float32) * 0.1, "b")
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["z"], transB=1), helper.make_node("Softmax", ["z"], ["y"], axis=-1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 48])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [w, b])
+    p = tmp_path / "sm.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(p))
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, x=rng.standard_normal((32, 1, 48)).astype(np.float32))
+    for flag, expect in (([], False), (["--int8-softmax"], True)):
+        out = tmp_path / f"out{len(flag)}"
+        r = CliRunner().invoke(cli, ["compile", str(p), "--quantize", "int8", "--calibration", str(cal), "--target", "c",
+                                     *flag, "--verify", "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        ops = [L["op"] for L in json.loads((out / "report.json").read_text())["layers"]]
+        assert ("edgec::QSoftmax" in ops) == expect, ops
+    r = CliRunner().invoke(cli, ["compile", str(p), "--int8-softmax", "-o", str(tmp_path / "o.onnx")])
+    assert r.exit_code == 2 and "--int8-softmax" in r.output

@@ -16,7 +16,10 @@ Gemm, MatMul        ``edgec.QGemm(X, W, B, M0, SHIFT)``  W int8 [N, K] (transpos
 Add, Sub            ``edgec.QAdd(A, B)``                 TFLite PrepareAdd parameters (left shift 20)
 Mul                 ``edgec.QMul(A, B)``                 M = S_a*S_b/S_y
 AveragePool,        ``edgec.QAvgPool(X)``                sum(q) / n rounded half away (shared scale/zp)
-GlobalAveragePool
+GlobalAveragePool   ``edgec.QAvgPoolRq(X)``              own output (S, Z): sum(q - Z_x) requantized with
+                                                         M[n] = S_x/(S_y*n), one (M0, shift) per count n
+Softmax             ``edgec.QSoftmax(X)``                TFLite int8 softmax (gemmlowp fixed point), output
+                                                         (1/256, -128); input multiplier, left shift, diff_min
 Q(DQ), Relu, Clip,  ``edgec.QRequant(X)``                M = S_x/S_y
 Identity
 MaxPool, Reshape,   the ONNX op on int8                  (shared scale and zero point); a folded Relu/Clip that
@@ -53,7 +56,7 @@ from ...rewrite import constant_value
 __all__ = ["integerize", "IntegerizeResult", "INTEGER_OPS", "compile_int8", "Placement"]
 
 #: The integer ops of the edgec domain this transform creates.
-INTEGER_OPS = ("QConv", "QGemm", "QAdd", "QMul", "QAvgPool", "QRequant")
+INTEGER_OPS = ("QConv", "QGemm", "QAdd", "QMul", "QAvgPool", "QRequant", "QAvgPoolRq", "QSoftmax")
 INT32_MAX = (1 << 31) - 1
 #: max |q| of an int8 activation (raw values, zero point included).
 _ACT_MAX = 128
@@ -269,6 +272,8 @@ class _Integerizer:
             return self.avgpool(anchor, ins, params, fused)
         if base in ("QuantizeLinear", "Identity", "Relu", "Clip"):
             return self.requant(anchor, ins, params, fused)
+        if base == "Softmax":
+            return self.softmax(anchor, ins, params, fused)
         return self.movement(anchor, ins, params, fused)
 
     def _rq_attrs(self, params: Tuple[float, int, np.dtype, int, int]) -> Dict[str, Any]:
@@ -403,16 +408,51 @@ class _Integerizer:
     def avgpool(self, node: Node, ins: List[Optional[QTensor]], params: Tuple[float, int, np.dtype, int, int],
                 fused: List[str]) -> Optional[List[Node]]:
         x = ins[0]
-        if not (x.per_tensor and x.same_params(params[0], params[1])):
+        if not x.per_tensor:
             return None
         if node.op_type == "AveragePool" and node.attr("ceil_mode", 0):
             return None
+        shared = x.same_params(params[0], params[1])
         attrs = {"x_zero_point": int(x.params()[1]), "global": int(node.op_type == "GlobalAveragePool"),
                  **self._rq_attrs(params)}
         for key in ("kernel_shape", "strides", "pads", "dilations", "auto_pad", "count_include_pad"):
             if key in node.attrs:
                 attrs[key] = node.attr(key)
-        return [self._node("QAvgPool", [node.input(0).producer.input(0)], attrs, (node.name or "pool") + "_q", node,
+        op = "QAvgPool"
+        if not shared:  # own output parameters: sum(q - Z_x) * S_x/(S_y*n), one multiplier per count n
+            xs = node.input(0).shape
+            if xs is None or xs.dims is None or not all(isinstance(d, int) for d in xs.dims) or len(xs.dims) < 3:
+                raise _unsupported(node, "an average pool with its own output scale needs a static input shape")
+            if attrs["global"]:
+                cmin = cmax = int(np.prod(xs.dims[2:]))
+            else:
+                cmin, cmax = 1, int(np.prod(node.attr("kernel_shape")))
+            m0, sh = fx.avgpool_multipliers(x.params()[0], params[0], np.arange(cmin, cmax + 1), self.rounding)
+            attrs.update(count_min=cmin, multipliers=[int(v) for v in m0], shifts=[int(v) for v in sh])
+            op = "QAvgPoolRq"
+        return [self._node(op, [node.input(0).producer.input(0)], attrs, (node.name or "pool") + "_q", node, fused)]
+
+    def softmax(self, node: Node, ins: List[Optional[QTensor]], params: Tuple[float, int, np.dtype, int, int],
+                fused: List[str]) -> Optional[List[Node]]:
+        """TFLite int8 softmax (reference ``_softmax``): the output must be (1/256, -128)."""
+        from ...quant.reference import softmax_layout, softmax_output_ok
+
+        x = ins[0]
+        if not x.per_tensor or not softmax_output_ok(params[0], params[1], params[2]):
+            return None
+        xs = node.input(0).shape
+        if xs is None or xs.dims is None or not all(isinstance(d, int) for d in xs.dims):
+            raise _unsupported(node, "an int8 Softmax needs a static input shape")
+        opset = self.model.opset(node.domain) or self.opset
+        lay = softmax_layout(node, xs.dims, opset)
+        if lay is None or not 1 <= lay[1] <= fx.SOFTMAX_MAX_DEPTH:
+            return None
+        p = fx.softmax_params(x.params()[0], 1.0, self.rounding)
+        if p is None:
+            return None
+        attrs = {"outer": lay[0], "depth": lay[1], "inner": lay[2], "input_multiplier": p.input_multiplier,
+                 "input_left_shift": p.input_left_shift, "diff_min": p.diff_min, **self._rq_attrs(params)}
+        return [self._node("QSoftmax", [node.input(0).producer.input(0)], attrs, (node.name or "softmax") + "_q", node,
                            fused)]
 
     def requant(self, node: Node, ins: List[Optional[QTensor]], params: Tuple[float, int, np.dtype, int, int],
