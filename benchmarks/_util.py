@@ -110,3 +110,37 @@ def run_child(script: str, args: Sequence[str], timeout: float,
         return json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         raise ChildError("no result printed") from None
+
+
+def pick(text: str, known: Sequence[str], what: str) -> List[str]:
+    """The comma-separated names of ``text``; a one-line ValueError names unknown ones and the choices."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in names if m not in known]
+    if bad:
+        raise ValueError(f"unknown {what} {bad}; {what}: {', '.join(known)}")
+    return names
+
+
+def bench_each(names: Sequence[str], bench: Callable[[str, Path], Dict[str, Any]], *, prefix: str,
+               keep: bool = False) -> Dict[str, Dict[str, Any]]:
+    """Run ``bench(name, workdir)`` per model in one temporary directory; a failed child is logged, not fatal."""
+    import shutil
+    import tempfile
+    import time
+
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    results: Dict[str, Dict[str, Any]] = {}
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            try:
+                results[name] = bench(name, workdir)
+            except ChildError as e:
+                log(f"[{name}] FAILED: {e}")
+            log(f"[{name}] done in {time.perf_counter() - t0:.0f}s")
+    finally:
+        if keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results

@@ -51,7 +51,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import ChildError, error_line, format_table, log, median, run_child, time_round_robin, use_zoo  # noqa: E402
+from _util import (ChildError, bench_each, error_line, format_table, log, median, pick, run_child,  # noqa: E402
+                   time_round_robin, use_zoo)
 
 MODELS = ("digits_cnn", "minilm")
 
@@ -564,27 +565,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         child_profile(args.profile_ops, runs=args.runs)
         return 0
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in models if m not in MODELS] + [m for m in methods if m not in METHODS]
-    if bad:
-        ap.error(f"unknown {bad}; models: {', '.join(MODELS)}; methods: {', '.join(METHODS)}")
-    workdir = Path(tempfile.mkdtemp(prefix="edgec-bench-quant-"))
-    t_start = time.perf_counter()
-    all_res: Dict[str, Dict[str, Dict[str, Any]]] = {}
     try:
-        for name in models:
-            t0 = time.perf_counter()
-            try:
-                all_res[name] = bench_model(name, methods, args, workdir)
-            except ChildError as e:
-                log(f"[{name}] FAILED: {e}")
-            log(f"[{name}] done in {time.perf_counter() - t0:.0f}s")
-    finally:
-        if args.keep:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        models, methods = pick(args.models, list(MODELS), "models"), pick(args.methods, list(METHODS), "methods")
+    except ValueError as e:
+        ap.error(str(e))
+    t_start = time.perf_counter()
+    all_res = bench_each(models, lambda name, workdir: bench_model(name, methods, args, workdir), prefix="edgec-bench-quant-",
+                         keep=args.keep)
     infos = {n: all_res[n].pop("_info", {}) for n in all_res}
     profiles = {n: all_res[n].pop("_profile", None) for n in all_res}
     parts = [f"## edgec --quantize vs onnxruntime.quantization: same float models, same calibration .npz; "
