@@ -37,7 +37,7 @@ narrows the clamp bounds (:func:`edgec.quant.fixedpoint.activation_range`). A re
 parameters do not fit its kernel (per-channel activations, unequal scales of a data-movement op, an
 activation that is not Relu/Clip, output type other than int8/uint8) runs in float, node by node.
 At the float -> int boundary ``QuantizeLinear`` keeps ONNX semantics (round half to even, saturate).
-Subgraphs (If/Loop/Scan) are not supported; edgec ops other than the Fused* ones run only in regions.
+Subgraphs (If/Loop/Scan) are not supported; edgec Gelu, LayerNorm and Attention run in float outside regions.
 """
 
 from __future__ import annotations
@@ -409,6 +409,43 @@ def _act_fn(act: str, p: Sequence[float]) -> Callable[[np.ndarray], np.ndarray]:
     return table[act]
 
 
+def _gelu(node: Node, args: Sequence[Optional[np.ndarray]]) -> np.ndarray:
+    approx = node.attr("approximate", "none")
+    approx = approx.decode() if isinstance(approx, bytes) else approx
+    return evaluate(_detached("Gelu", 1, {"approximate": approx or "none"}), [args[0]], 20)[0]
+
+
+def _layernorm(node: Node, args: Sequence[Optional[np.ndarray]]) -> np.ndarray:
+    attrs = {k: node.attr(k) for k in ("axis", "epsilon") if node.attr(k) is not None}
+    return evaluate(_detached("LayerNormalization", len(args), attrs), list(args), 17)[0]
+
+
+def _attention(node: Node, args: Sequence[Optional[np.ndarray]]) -> np.ndarray:
+    """edgec.Attention as its definition in :mod:`edgec.ir.edgec_ops` (float64 inside, Q's dtype out)."""
+    q, k, v = (np.asarray(a, np.float64) for a in args[:3])
+    h = int(node.attr("num_heads"))
+    b, sq, sk = q.shape[0], q.shape[1], k.shape[1]
+    dq, dv = q.shape[2] // h, v.shape[2] // h
+    scale = node.attr("scale", None)
+    scale = 1.0 / math.sqrt(dq) if scale is None else float(scale)
+
+    def split(x: np.ndarray, s: int, d: int) -> np.ndarray:
+        return x.reshape(b, s, h, d).transpose(0, 2, 1, 3)
+
+    scores = scale * (split(q, sq, dq) @ split(k, sk, dq).transpose(0, 1, 3, 2))
+    if len(args) > 3 and args[3] is not None:
+        scores = scores + np.asarray(args[3], np.float64)
+    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    p = scores / scores.sum(axis=-1, keepdims=True)
+    y = (p @ split(v, sk, dv)).transpose(0, 2, 1, 3).reshape(b, sq, h * dv)
+    return y.astype(np.asarray(args[0]).dtype)
+
+
+#: edgec ops (other than the Fused* ones) that run in float outside quantized regions.
+_EDGEC_FLOAT: Dict[str, Callable[[Node, Sequence[Optional[np.ndarray]]], np.ndarray]] = {
+    "Gelu": _gelu, "LayerNorm": _layernorm, "Attention": _attention}
+
+
 class _Interpreter:
     def __init__(self, model: Model, rounding: str, integer: bool) -> None:
         if rounding not in fx.ROUNDING_MODES:
@@ -476,6 +513,8 @@ class _Interpreter:
     def eval_float(self, node: Node, args: Sequence[Optional[np.ndarray]]) -> List[np.ndarray]:
         """One node in float; edgec Fused* ops as their base op plus the activation."""
         if node.domain == EDGEC:
+            if node.op_type in _EDGEC_FLOAT:
+                return [_EDGEC_FLOAT[node.op_type](node, args)]
             if node.op_type not in FUSED_OPS:
                 raise EvaluationError(f"edgec::{node.op_type} runs only inside quantized regions")
             base = FUSED_OPS[node.op_type]

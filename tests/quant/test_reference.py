@@ -399,3 +399,26 @@ def test_bad_rounding_mode(rng: np.random.Generator) -> None:
     model, feeds = _conv_model(rng)
     with pytest.raises(ValueError):
         run_integer(model, feeds, rounding="nearest")
+
+
+def test_edgec_attention_runs_in_float_outside_regions() -> None:
+    """edgec.Attention left float (transformer through --target c) is evaluated per its definition."""
+    from edgec.ir import Node
+    from edgec.quant.reference import _attention
+
+    rng = np.random.default_rng(0)
+    b, sq, sk, h, dq, dv = 2, 3, 5, 2, 4, 3
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((b, sq, h * dq), (b, sk, h * dq), (b, sk, h * dv)))
+    mask = np.where(rng.random((b, 1, 1, sk)) < 0.3, -1e4, 0.0).astype(np.float32)
+    node = Node("Attention", [], 1, {"num_heads": h}, domain="edgec")
+    got = _attention(node, [q, k, v, mask])
+    want = np.zeros((b, sq, h * dv))
+    for bi in range(b):
+        for hi in range(h):
+            qh, kh, vh = q[bi, :, hi * dq:(hi + 1) * dq], k[bi, :, hi * dq:(hi + 1) * dq], v[bi, :, hi * dv:(hi + 1) * dv]
+            for i in range(sq):
+                s = np.array([qh[i] @ kh[j] / np.sqrt(dq) + mask[bi, 0, 0, j] for j in range(sk)], np.float64)
+                p = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+                want[bi, i, hi * dv:(hi + 1) * dv] = p @ vh
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert got.dtype == np.float32
