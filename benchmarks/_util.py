@@ -144,3 +144,21 @@ def bench_each(names: Sequence[str], bench: Callable[[str, Path], Dict[str, Any]
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return results
+
+
+def ort_session(path: str, threads: int = 1) -> Any:
+    """An onnxruntime CPU session: ``threads`` intra-op threads, sequential, all graph optimizations."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def session_feeds(sess: Any, data: Any) -> Dict[str, Any]:
+    """The arrays of ``data`` (a dict or an npz) that ``sess`` takes as inputs, by name."""
+    return {i.name: data[i.name] for i in sess.get_inputs()}

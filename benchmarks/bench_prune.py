@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import (ChildError, bench_each, error_line, format_table, log, median, pick, run_child,  # noqa: E402
-                   time_round_robin, use_zoo)
+from _util import (ChildError, bench_each, error_line, format_table, log, median, ort_session, pick,  # noqa: E402
+                   run_child, session_feeds, time_round_robin, use_zoo)
 
 MODELS = ("digits_cnn", "mobilenetv2", "resnet18")
 
@@ -138,30 +138,14 @@ def child_prepare(name: str, workdir: str) -> None:
     print(json.dumps({"src": str(raw), "dense": str(dense), **info}))
 
 
-def _session(path: str, threads: int = 1) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
-
-def _feeds(sess: Any, data: Any) -> Dict[str, Any]:
-    return {i.name: data[i.name] for i in sess.get_inputs()}
-
-
 def child_evaluate(name: str, path: str, workdir: str) -> None:
     """Metric of ``path`` on ``eval.npz``: top-1 vs labels (digits) or agreement and cosine with
     the dense model (zoo models; the dense run writes ``reference.npz``)."""
     import numpy as np
 
-    sess = _session(path, threads=0)
+    sess = ort_session(path, threads=0)
     data = np.load(Path(workdir) / "eval.npz")
-    out = sess.run(None, _feeds(sess, data))[0].astype(np.float64)
+    out = sess.run(None, session_feeds(sess, data))[0].astype(np.float64)
     if name == "digits_cnn":
         print(json.dumps({"metric": 100 * float((out.argmax(1) == data["labels"]).mean())}))
         return
@@ -185,8 +169,8 @@ def child_latency(spec: str, runs: int, warmup: int, min_time: float) -> None:
     sessions = {}
     for label, path in cfg["models"].items():
         try:
-            sess = _session(path)
-            feeds = _feeds(sess, data)
+            sess = ort_session(path)
+            feeds = session_feeds(sess, data)
             for _ in range(max(1, warmup)):
                 sess.run(None, feeds)
             sessions[label] = (sess, feeds)

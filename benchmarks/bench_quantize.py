@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import (ChildError, bench_each, error_line, format_table, log, median, pick, run_child,  # noqa: E402
-                   time_round_robin, use_zoo)
+from _util import (ChildError, bench_each, error_line, format_table, log, median, ort_session, pick,  # noqa: E402
+                   run_child, session_feeds, time_round_robin, use_zoo)
 
 MODELS = ("digits_cnn", "minilm")
 
@@ -210,30 +210,14 @@ def child_ort(method: str, src: str, cal: str, out: str) -> None:
     print(json.dumps({"ok": True}))
 
 
-def _session(path: str, threads: int = 1) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-
-
-def _feeds(sess: Any, data: Any) -> Dict[str, Any]:
-    return {i.name: data[i.name] for i in sess.get_inputs()}
-
-
 def child_evaluate(name: str, path: str, workdir: str) -> None:
     """Evaluate ``path`` on the eval split: digits top-1, or MiniLM embeddings vs the float
     model's (the float run writes ``reference.npz``). Prints a JSON record."""
     import numpy as np
 
-    sess = _session(path, threads=0)
+    sess = ort_session(path, threads=0)
     data = np.load(Path(workdir) / "eval.npz")
-    outs = sess.run(None, _feeds(sess, data))
+    outs = sess.run(None, session_feeds(sess, data))
     if name == "digits_cnn":
         print(json.dumps({"top1": float((outs[0].argmax(1) == data["labels"]).mean())}))
         return
@@ -275,8 +259,8 @@ def child_latency(spec: str, runs: int, warmup: int, min_time: float) -> None:
     sessions = {}
     for label, path in cfg["models"].items():
         try:
-            sess = _session(path)
-            feeds = _feeds(sess, data)
+            sess = ort_session(path)
+            feeds = session_feeds(sess, data)
             for _ in range(max(1, warmup)):
                 sess.run(None, feeds)
             sessions[label] = (sess, feeds)
@@ -310,7 +294,7 @@ def child_profile(spec: str, runs: int) -> None:
             so.profile_file_prefix = str(tmp / label)
             try:
                 sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-                feeds = _feeds(sess, data)
+                feeds = session_feeds(sess, data)
                 for _ in range(runs):
                     sess.run(None, feeds)
                 prof = sess.end_profiling()
