@@ -1332,16 +1332,24 @@ _BINARY: Dict[str, Callable[[str, str], str]] = {
 }
 
 
-def _elementwise(node: Node, k: KernelContext, inputs: Sequence[Value], expr: Callable[[List[str]], str]) -> NodeCode:
-    """``y0 = expr(operands)`` with numpy broadcasting; scalar constants become literals."""
-    y = k.dims(node.output(0))
+def _float_literal(c: np.ndarray, v: Value) -> Optional[str]:
+    return flit(float(c.reshape(-1)[0])) if c.dtype == np.float32 else None
+
+
+def _elementwise(node: Node, k: KernelContext, inputs: Sequence[Value], expr: Callable[[List[str]], str], *,
+                 out: int = 0, literal: Callable[[np.ndarray, Value], Optional[str]] = _float_literal,
+                 typed: bool = False) -> NodeCode:
+    """``y<out> = expr(operands)`` with numpy broadcasting; scalar constants that ``literal`` can write
+    (default: float32 ones) become literals. ``typed``: the caller checked the element types."""
+    y = k.dims(node.output(out))
     ops: List[Value] = []
-    reads: List[Optional[str]] = []
+    reads: List[str] = []
     nest_ops: List[Tuple[int, List[int]]] = [(0, _strides(y))]
     for v in inputs:
         c = k.const(v)
-        if c is not None and c.size == 1 and c.dtype == np.float32:
-            reads.append(flit(float(c.reshape(-1)[0])))
+        text = literal(c, v) if c is not None and c.size == 1 else None
+        if text is not None:
+            reads.append(text)
             continue
         if v in ops:
             reads.append(f"@{ops.index(v)}")
@@ -1349,14 +1357,14 @@ def _elementwise(node: Node, k: KernelContext, inputs: Sequence[Value], expr: Ca
         ops.append(v)
         reads.append(f"@{len(ops) - 1}")
         nest_ops.append((0, _bcast_strides(k.dims(v), y)))
-    inplace = any(k.dims(v) == y for v in ops)
+    ydt = node.output(out).type.dtype  # type: ignore[union-attr]
+    inplace = any(k.dims(v) == y and v.type.dtype == ydt for v in ops)  # type: ignore[union-attr]
 
     def body(o: List[str]) -> str:
         args = [r if not r.startswith("@") else f"x{r[1:]}[{o[1 + int(r[1:])]}]" for r in reads]
-        return f"y0[{o[0]}] = {expr(args)};"
+        return f"y{out}[{o[0]}] = {expr(args)};"
 
-    code = loop_nest(y, nest_ops, body)
-    return NodeCode(ops, code, inplace=inplace)
+    return NodeCode(ops, loop_nest(y, nest_ops, body), inplace=inplace, typed=typed)
 
 
 def gen_unary(node: Node, k: KernelContext) -> NodeCode:

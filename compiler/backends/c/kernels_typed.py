@@ -19,7 +19,7 @@ import numpy as np
 from ...ir import Node, Value
 from ...ir.dtypes import DType
 from . import kernels as K
-from .kernels import (GENERATORS, KernelContext, NodeCode, _bcast_strides, _norm_axis, _prod, _strides, dlit,
+from .kernels import (GENERATORS, KernelContext, NodeCode, _bcast_strides, _elementwise, _norm_axis, _prod, _strides, dlit,
                       flit, loop_nest, unsupported)
 
 CT: Dict[DType, str] = {DType.FLOAT: "float", DType.DOUBLE: "double", DType.INT64: "int64_t",
@@ -80,28 +80,8 @@ def _attr_str(node: Node, name: str, default: str) -> str:
 def typed_elementwise(node: Node, k: KernelContext, inputs: Sequence[Value], expr: Callable[[List[str]], str],
                       out: int = 0) -> NodeCode:
     """``y<out> = expr(operands)`` with numpy broadcasting; scalar constants become literals of their type."""
-    y = k.dims(node.output(out))
-    ops: List[Value] = []
-    reads: List[str] = []
-    nest_ops: List[Tuple[int, List[int]]] = [(0, _strides(y))]
-    for v in inputs:
-        c = k.const(v)
-        if c is not None and c.size == 1 and dt(v) in CT:
-            reads.append(lit(c.reshape(-1)[0], dt(v)))
-            continue
-        if v in ops:
-            reads.append(f"@{ops.index(v)}")
-            continue
-        ops.append(v)
-        reads.append(f"@{len(ops) - 1}")
-        nest_ops.append((0, _bcast_strides(k.dims(v), y)))
-    inplace = any(k.dims(v) == y and dt(v) == dt(node.output(out)) for v in ops)
-
-    def body(o: List[str]) -> str:
-        args = [r if not r.startswith("@") else f"x{r[1:]}[{o[1 + int(r[1:])]}]" for r in reads]
-        return f"y{out}[{o[0]}] = {expr(args)};"
-
-    return NodeCode(ops, loop_nest(y, nest_ops, body), inplace=inplace, typed=True)
+    return _elementwise(node, k, inputs, expr, out=out, typed=True,
+                        literal=lambda c, v: lit(c.reshape(-1)[0], dt(v)) if dt(v) in CT else None)
 
 
 # --- unary ----------------------------------------------------------------------------------------
