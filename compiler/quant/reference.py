@@ -57,7 +57,7 @@ from ..ops import EvaluationError, evaluate
 from . import fixedpoint as fx
 
 __all__ = ["run_integer", "run_float_reference", "QTensor", "RegionCall", "RegionKernel", "REGION_KERNELS",
-           "IntegerOverflowError"]
+           "IntegerOverflowError", "region_out_params"]
 
 _ACT_ATTRS = ("activation", "activation_params")
 _ACT_OPS = ("Relu", "Clip")
@@ -446,6 +446,41 @@ _EDGEC_FLOAT: Dict[str, Callable[[Node, Sequence[Optional[np.ndarray]]], np.ndar
     "Gelu": _gelu, "LayerNorm": _layernorm, "Attention": _attention}
 
 
+def region_out_params(anchor: Node, acts: Sequence[Node], q: Node, value: Callable[[Optional[Value]], Any],
+                      opset_of: Callable[[Node], int]) -> Optional[Tuple[float, int, np.dtype, int, int]]:
+    """``(scale, zero point, dtype, qmin, qmax)`` of a region's output QuantizeLinear, the clamp bounds
+    narrowed by the fused activation and the Relu/Clip nodes ``acts``; None when the region must run
+    in float. ``value(v)`` gives a value's array (None for an omitted input)."""
+    scale = _scalar(value(q.input(1)))
+    zpv = value(q.input(2))
+    if scale is None or (zpv is not None and np.asarray(zpv).size != 1):
+        return None
+    if zpv is not None:
+        dt, zp = np.asarray(zpv).dtype, int(np.asarray(zpv).reshape(-1)[0])
+    else:
+        od = int(q.attr("output_dtype", 0) or 0)
+        dt, zp = (DType(od).numpy if od else np.dtype(np.uint8)), 0
+    if dt not in _OUT_TYPES:
+        return None
+    info = np.iinfo(dt)
+    lo, hi = int(info.min), int(info.max)
+    folds: List[Tuple[str, Tuple[Optional[float], ...]]] = []
+    if anchor.domain == EDGEC and anchor.attr("activation", ""):
+        folds.append((anchor.attr("activation"), tuple(anchor.attr("activation_params", []) or [])))
+    for a in acts:
+        if a.op_type == "Relu":
+            folds.append(("Relu", ()))
+        elif opset_of(a) >= 11:  # Clip: bounds as inputs
+            folds.append(("Clip", (_scalar(value(a.input(1))), _scalar(value(a.input(2))))))
+        else:  # Clip: bounds as attributes
+            folds.append(("Clip", (a.attr("min", None), a.attr("max", None))))
+    for act, params in folds:
+        if act not in _ACT_OPS:
+            return None
+        lo, hi = fx.activation_range(act, params, scale, zp, lo, hi)
+    return scale, zp, dt, lo, hi
+
+
 class _Interpreter:
     def __init__(self, model: Model, rounding: str, integer: bool) -> None:
         if rounding not in fx.ROUNDING_MODES:
@@ -562,36 +597,8 @@ class _Interpreter:
         return QTensor(np.asarray(x), scale, zp, axis, lambda: evaluate(node, args, opset)[0])
 
     def _out_params(self, anchor: Node, acts: List[Node], q: Node) -> Optional[Tuple[float, int, np.dtype, int, int]]:
-        scale = _scalar(self._float(self._get(q.input(1))))
-        zpv = self._get(q.input(2))
-        if scale is None or (zpv is not None and np.asarray(zpv).size != 1):
-            return None
-        if zpv is not None:
-            dt, zp = np.asarray(zpv).dtype, int(np.asarray(zpv).reshape(-1)[0])
-        else:
-            od = int(q.attr("output_dtype", 0) or 0)
-            dt, zp = (DType(od).numpy if od else np.dtype(np.uint8)), 0
-        if dt not in _OUT_TYPES:
-            return None
-        info = np.iinfo(dt)
-        lo, hi = int(info.min), int(info.max)
-        folds: List[Tuple[str, Tuple[Optional[float], ...]]] = []
-        if anchor.domain == EDGEC and anchor.attr("activation", ""):
-            folds.append((anchor.attr("activation"), tuple(anchor.attr("activation_params", []) or [])))
-        for a in acts:
-            if a.op_type == "Relu":
-                folds.append(("Relu", ()))
-            else:  # Clip: inputs (opset >= 11) or attributes
-                if self._opset_of(a) >= 11:
-                    lim = (_scalar(self._float(self._get(a.input(1)))), _scalar(self._float(self._get(a.input(2)))))
-                else:
-                    lim = (a.attr("min", None), a.attr("max", None))
-                folds.append(("Clip", lim))
-        for act, params in folds:
-            if act not in _ACT_OPS:
-                return None
-            lo, hi = fx.activation_range(act, params, scale, zp, lo, hi)
-        return scale, zp, dt, lo, hi
+        return region_out_params(anchor, acts, q, lambda v: None if v is None else self._float(self._get(v)),
+                                 self._opset_of)
 
     def _run_region(self, anchor: Node, spec: RegionKernel, acts: List[Node], q: Node) -> None:
         chain = [anchor] if spec.activation_anchor else []

@@ -50,7 +50,7 @@ from ...ir.edgec_ops import DOMAIN as EDGEC, FUSED_OPS
 from ...ir.tensor import ArrayTensor
 from ...ir.types import QuantParams, Shape, TensorType
 from ...quant import fixedpoint as fx
-from ...quant.reference import QTensor, _Interpreter  # the region planner of the oracle
+from ...quant.reference import QTensor, _Interpreter, region_out_params  # the region planner of the oracle
 from ...rewrite import constant_value
 
 __all__ = ["integerize", "IntegerizeResult", "INTEGER_OPS", "compile_int8", "Placement"]
@@ -138,42 +138,13 @@ class _Integerizer:
 
     # --- output parameters (reference _out_params, statically) ----------------------------------
     def out_params(self, anchor: Node, acts: List[Node], q: Node) -> Optional[Tuple[float, int, np.dtype, int, int]]:
-        sv = _const(q.input(1))
-        scale = _scalar(sv)
-        zpv = _const(q.input(2)) if q.input(2) is not None else None
-        if sv is None or (q.input(2) is not None and zpv is None):
+        if _const(q.input(1)) is None or (q.input(2) is not None and _const(q.input(2)) is None):
             raise _unsupported(q, "scale and zero point must be constants")
-        if scale is None or (zpv is not None and np.asarray(zpv).size != 1):
-            return None
-        if zpv is not None:
-            dt, zp = np.asarray(zpv).dtype, int(np.asarray(zpv).reshape(-1)[0])
-        else:
-            od = int(q.attr("output_dtype", 0) or 0)
-            dt, zp = (DType(od).numpy if od else np.dtype(np.uint8)), 0
-        if dt not in (np.dtype(np.int8), np.dtype(np.uint8)):
-            return None
-        info = np.iinfo(dt)
-        lo, hi = int(info.min), int(info.max)
-        folds: List[Tuple[str, Tuple[Optional[float], ...]]] = []
-        if anchor.domain == EDGEC and anchor.attr("activation", ""):
-            folds.append((anchor.attr("activation"), tuple(anchor.attr("activation_params", []) or [])))
         for a in acts:
-            if a.op_type == "Relu":
-                folds.append(("Relu", ()))
-            else:
-                if (self.model.opset(a.domain) or self.opset) >= 11:
-                    for i in (1, 2):
-                        if a.input(i) is not None and _const(a.input(i)) is None:
-                            raise _unsupported(a, "Clip bounds must be constants")
-                    lim = (_scalar(_const(a.input(1))), _scalar(_const(a.input(2))))
-                else:
-                    lim = (a.attr("min", None), a.attr("max", None))
-                folds.append(("Clip", lim))
-        for act, params in folds:
-            if act not in ("Relu", "Clip"):
-                return None
-            lo, hi = fx.activation_range(act, params, scale, zp, lo, hi)
-        return scale, zp, dt, lo, hi
+            if a.op_type == "Clip" and (self.model.opset(a.domain) or self.opset) >= 11:
+                if any(a.input(i) is not None and _const(a.input(i)) is None for i in (1, 2)):
+                    raise _unsupported(a, "Clip bounds must be constants")
+        return region_out_params(anchor, acts, q, _const, lambda a: self.model.opset(a.domain) or self.opset)
 
     # --- the transform ----------------------------------------------------------------------------
     def run(self) -> IntegerizeResult:
