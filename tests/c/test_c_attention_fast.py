@@ -5,9 +5,9 @@ extensions (the scalar fallback)."""
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -21,6 +21,9 @@ from onnx import numpy_helper as nh
 from edgec.backends.c import compile_to_c
 from edgec.backends.c.verify import build, compare, reference_outputs, run_binary
 from edgec.ir import edgec_ops  # noqa: F401 - registers the edgec ops (and their shape rules) before loading
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_c_attention import _attention_ref  # noqa: E402 - the numpy reference of edgec.Attention
 
 pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
 
@@ -54,23 +57,6 @@ def _run_all_builds(tmp_path: Path, model: onnx.ModelProto, feeds: Dict[str, np.
 
 
 # --- edgec.Attention written directly ----------------------------------------------------------------
-
-def _attention_ref(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, scale: Optional[float],
-                   mask: Optional[np.ndarray]) -> np.ndarray:
-    b, sq, hdq = q.shape
-    hdv = v.shape[2]
-    dq, dv = hdq // heads, hdv // heads
-
-    def split(x: np.ndarray, d: int) -> np.ndarray:
-        return x.reshape(b, x.shape[1], heads, d).transpose(0, 2, 1, 3).astype(np.float64)
-
-    sc = 1.0 / math.sqrt(dq) if scale is None else scale
-    s = sc * (split(q, dq) @ split(k, dq).transpose(0, 1, 3, 2))
-    if mask is not None:
-        s = s + mask
-    s = np.exp(s - s.max(-1, keepdims=True))
-    p = s / s.sum(-1, keepdims=True)
-    return (p @ split(v, dv)).transpose(0, 2, 1, 3).reshape(b, sq, heads * dv).astype(np.float32)
 
 
 def _attention_model(ins: Dict[str, Sequence[int]], heads: int, scale: Optional[float]) -> onnx.ModelProto:
