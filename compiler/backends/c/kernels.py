@@ -679,66 +679,6 @@ static void edgec_gemm(const float* restrict A, long ars, long aks, const float*
     edgec_gemm_packed(M, N, K, A, ars, aks, 0, Bp, 0, Y, N, alpha, beta, Cm, csm, csn, nc, act, p0, p1);
 }
 """,
-    "pool": """\
-/* Max or average pooling over NC planes; pads begin (ph, pw) and end (peh, pew). */
-static void edgec_pool2d(const float* restrict x, float* restrict y, long NC, long H, long W, long OH, long OW,
-                         long KH, long KW, long sh, long sw, long dh, long dw, long ph, long pw, long peh,
-                         long pew, int is_max, int include_pad)
-{
-    for (long p = 0; p < NC; ++p) {
-        const float* restrict xp = x + p * H * W;
-        float* restrict yp = y + p * OH * OW;
-        for (long oh = 0; oh < OH; ++oh) {
-            for (long ow = 0; ow < OW; ++ow) {
-                const long hs = oh * sh - ph, ws = ow * sw - pw;
-                if (is_max) {
-                    float m = -INFINITY;
-                    for (long kh = 0; kh < KH; ++kh) {
-                        const long ih = hs + kh * dh;
-                        if (ih < 0 || ih >= H) continue;
-                        for (long kw = 0; kw < KW; ++kw) {
-                            const long iw = ws + kw * dw;
-                            if (iw < 0 || iw >= W) continue;
-                            const float v = xp[ih * W + iw];
-                            m = v > m ? v : m;
-                        }
-                    }
-                    yp[oh * OW + ow] = m;
-                } else {
-                    long he = hs + KH, we = ws + KW;
-                    if (he > H + peh) he = H + peh;
-                    if (we > W + pew) we = W + pew;
-                    const long full = (he - hs) * (we - ws);
-                    const long h0 = hs < 0 ? 0 : hs, w0 = ws < 0 ? 0 : ws;
-                    const long h1 = he > H ? H : he, w1 = we > W ? W : we;
-                    float s = 0.0f;
-                    for (long ih = h0; ih < h1; ++ih)
-                        for (long iw = w0; iw < w1; ++iw) s += xp[ih * W + iw];
-                    const long cnt = include_pad ? full : (h1 - h0) * (w1 - w0);
-                    yp[oh * OW + ow] = cnt > 0 ? s / (float)cnt : 0.0f;
-                }
-            }
-        }
-    }
-}
-""",
-    "global_pool": """\
-static void edgec_global_pool(const float* restrict x, float* restrict y, long NC, long S, int is_max)
-{
-    for (long p = 0; p < NC; ++p) {
-        const float* restrict xp = x + p * S;
-        if (is_max) {
-            float m = -INFINITY;
-            for (long i = 0; i < S; ++i) m = xp[i] > m ? xp[i] : m;
-            y[p] = m;
-        } else {
-            float s = 0.0f;
-            for (long i = 0; i < S; ++i) s += xp[i];
-            y[p] = s / (float)S;
-        }
-    }
-}
-""",
     "softmax": """\
 #ifndef EDGEC_F8_DEFINED
 #define EDGEC_F8_DEFINED
@@ -1263,33 +1203,7 @@ def gen_matmul(node: Node, k: KernelContext) -> NodeCode:
     return NodeCode(ops, body, ["gemm"], [act], macs=_prod(batch) * m * n * kk, scratch=scratch)
 
 
-def gen_pool(node: Node, k: KernelContext) -> NodeCode:
-    x, y = k.dims(node.input(0)), k.dims(node.output(0))
-    if len(node.outputs) > 1 and node.output(1) is not None and node.output(1).has_uses():
-        raise unsupported(node, "MaxPool Indices output")
-    if len(x) not in (3, 4):
-        raise unsupported(node, f"only 1-D and 2-D pooling (input rank {len(x)})")
-    ns = len(x) - 2
-    ks = list(node.attr("kernel_shape"))
-    st = list(node.attr("strides", [1] * ns))
-    dl = list(node.attr("dilations", [1] * ns))
-    is_max = node.op_type == "MaxPool"
-    if not is_max and any(d != 1 for d in dl):
-        raise unsupported(node, "AveragePool dilations")
-    pb, pe = _spatial(node, x, y, ks, st, dl)
-    if ns == 1:
-        x, y = (x[0], x[1], 1, x[2]), (y[0], y[1], 1, y[2])
-        ks, st, dl, pb, pe = [1] + ks, [1] + st, [1] + dl, [0] + pb, [0] + pe
-    inc = int(node.attr("count_include_pad", 0))
-    body = (f"    edgec_pool2d(x0, y0, {x[0] * x[1]}, {x[2]}, {x[3]}, {y[2]}, {y[3]}, {ks[0]}, {ks[1]}, "
-            f"{st[0]}, {st[1]}, {dl[0]}, {dl[1]}, {pb[0]}, {pb[1]}, {pe[0]}, {pe[1]}, {int(is_max)}, {inc});\n")
-    return NodeCode([node.input(0)], body, ["pool"])
-
-
-def gen_global_pool(node: Node, k: KernelContext) -> NodeCode:
-    x = k.dims(node.input(0))
-    body = f"    edgec_global_pool(x0, y0, {x[0] * x[1]}, {_prod(x[2:])}, {int(node.op_type == 'GlobalMaxPool')});\n"
-    return NodeCode([node.input(0)], body, ["global_pool"])
+# Pooling (MaxPool, AveragePool and the global pools, N-D, typed): kernels_pool.py.
 
 
 _UNARY: Dict[str, Callable[[Node, str], str]] = {
@@ -1623,10 +1537,6 @@ GENERATORS[("", "Gemm")] = gen_gemm
 GENERATORS[("edgec", "FusedGemm")] = gen_gemm
 GENERATORS[("", "MatMul")] = gen_matmul
 GENERATORS[("edgec", "FusedMatMul")] = gen_matmul
-for _op in ("MaxPool", "AveragePool"):
-    GENERATORS[("", _op)] = gen_pool
-for _op in ("GlobalAveragePool", "GlobalMaxPool"):
-    GENERATORS[("", _op)] = gen_global_pool
 for _op in _UNARY:
     if _op != "Identity":
         GENERATORS[("", _op)] = gen_unary

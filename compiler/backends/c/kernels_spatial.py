@@ -11,8 +11,10 @@
   compile time (float32, the formulas onnxruntime uses) and baked into tables.
   tf_crop_and_resize (constant roi, extrapolation_value); ``antialias=1`` (opset 18: the linear /
   cubic kernel widened by 1/scale when downsampling, as the ONNX reference and onnxruntime do).
-  align_corners uses the integer output length, as onnxruntime does (the ONNX reference uses
-  ``input * scale``, so two node tests with non-integral downsampled lengths differ).
+  align_corners uses the integer output length, as onnxruntime and PyTorch do. The ONNX reference
+  uses the fractional ``input * scale`` when scales are given (intended, onnx/onnx#2462), so the node
+  tests test_resize_downsample_scales_{linear,cubic}_align_corners (lengths 2.4 and 1.2) expect other
+  values; following them would make the C code disagree with onnxruntime, which edgec verifies against.
 
 (DepthToSpace / SpaceToDepth, which decoders also use, are typed copies in ``kernels_typed``.)
 """
