@@ -6,6 +6,7 @@ Importing this package registers them; edgec's own distribution declares it as i
 
 from . import dce, toposort
 from . import infer_shapes, lower_onnx, sink_constants
+from . import legalize_c_types  # noqa: E402  (the C target's narrow-type legalization)
 
 # fusion and pattern-recovery passes
 from . import fuse_activation, fuse_affine, fuse_batchnorm, fuse_pad, recover_patterns  # noqa: E402

@@ -34,6 +34,7 @@ from ...ir.dtypes import DType
 from ...ir.shapes import infer_shapes
 from ...units import human_bytes
 from . import kernels as K
+from . import narrow_types as NT
 
 
 def _load_kernel_modules() -> None:
@@ -68,6 +69,13 @@ _DTNAME = {DType.FLOAT: "float32", DType.DOUBLE: "float64", DType.INT64: "int64"
            DType.UINT32: "uint32", DType.UINT64: "uint64", DType.BOOL: "bool"}
 _ITEMSIZE = {DType.FLOAT: 4, DType.DOUBLE: 8, DType.INT64: 8, DType.INT32: 4, DType.INT16: 2, DType.INT8: 1,
              DType.UINT8: 1, DType.UINT16: 2, DType.UINT32: 4, DType.UINT64: 8, DType.BOOL: 1}
+# Narrow types (float16, bfloat16, float8, float4, int4/int2 ...) are stored unpacked as bit patterns,
+# one element per uint16_t / uint8_t (the layout of ml_dtypes; see narrow_types). Their report name
+# is the lower-case DType name, so DType[name.upper()].numpy is the matching numpy dtype.
+for _d in NT.NARROW:
+    _CTYPES[_d] = NT.storage_ctype(_d)
+    _DTNAME[_d] = _d.name.lower()
+    _ITEMSIZE[_d] = 2 if _CTYPES[_d] == "uint16_t" else 1
 
 
 def _nbytes(v: Value) -> int:
@@ -125,8 +133,89 @@ def _check_static(model: Model) -> None:
                 "x".join(str(d) for d in t.shape.dims)
             raise EdgecError(f"C target needs static shapes: value '{v.name}' has shape {shown}; pin the inputs "
                              f"with --input-shape NAME=D1xD2x... (or SYMBOL=N)")
-        if any(int(d) == 0 for d in t.shape.dims) and not (v.is_constant() and not v.is_graph_output()):
-            raise UnsupportedModelError(f"C target: value '{v.name}' has a zero-sized dim")
+
+
+def _is_empty(v: Value) -> bool:
+    """True for a zero-element tensor: it has no storage (no arena bytes, no weight array)."""
+    return int(v.type.shape.numel()) == 0  # type: ignore[union-attr]
+
+
+def _check_empty_operands(n: Any, code: K.NodeCode) -> None:
+    """Reject a node that reads a zero-element tensor at run time but has a non-empty output.
+
+    A generator that handles an empty input (Concat skips it, a reduction over an empty set writes
+    the reduction's identity) does not list it among its operands; any other kernel would compute
+    from data that does not exist, so such a node is a clear error rather than wrong output.
+    """
+    for v in code.operands:
+        if _is_empty(v):
+            raise UnsupportedModelError(f"C target: node '{n.name}' ({n.qualified_op}) computes a non-empty output "
+                                        f"from the zero-element tensor '{v.name}' (not supported for this op)")
+
+
+def _check_view(n: Any, src: Value, out: Value) -> None:
+    """Reject a view op whose output has another element count than its source.
+
+    An invalid Reshape (e.g. [0, 4] to [4, 0] without allowzero, inferred as [4, 4]) as a view would read
+    past its source's storage, or through the NULL pointer of an empty tensor.
+    """
+    def numel(v: Value) -> Optional[int]:
+        shape = getattr(v.type, "shape", None)
+        return None if shape is None else shape.numel()
+
+    a, b = numel(src), numel(out)
+    if a is not None and b is not None and a != b:
+        raise UnsupportedModelError(f"C target: node '{n.name}' ({n.qualified_op}) turns {a} elements of "
+                                    f"'{src.name}' into {b} of '{out.name}' (invalid)")
+
+
+def _prepare_dropout(model: Model, opset: int) -> None:
+    """Check every Dropout is the identity (inference) and turn a used mask into a constant fill.
+
+    Dropout is a view of its input in the C code, which is right only at inference: ``training_mode``
+    absent or a constant false, or a constant ratio of 0 (opsets 1-6: ``is_test=1``). A training-mode
+    Dropout draws a random mask, which no C code can reproduce: a clear error. The mask of an
+    inference Dropout is all true; when it is used it becomes a ``ConstantOfShape`` node (a fill
+    loop, not a weight array) and the Dropout node keeps only its view output.
+    """
+    from ...ir import Node
+    from ...ir.tensor import ArrayTensor
+    from ...ir.types import Shape, TensorType
+
+    g = model.graph
+    for n in list(g):
+        if n.domain != "" or n.op_type != "Dropout":
+            continue
+        if not _dropout_is_identity(n, opset):
+            raise UnsupportedModelError(f"C target: node '{n.name}' (Dropout) runs in training mode with a non-zero "
+                                        f"ratio: its random mask cannot be reproduced (only inference Dropout)")
+        mask = n.output(1)
+        if mask is None or not (mask.has_uses() or mask.is_graph_output()):
+            continue
+        dims = [int(d) for d in mask.type.shape.dims]  # type: ignore[union-attr]
+        one = np.ones([1], dtype=mask.type.dtype.numpy)  # type: ignore[union-attr]
+        shape = g.add_constant(np.array(dims, dtype=np.int64), f"{mask.name}_shape")
+        fill = Node("ConstantOfShape", [shape], [g.new_name(mask.name)], {"value": ArrayTensor(one)},
+                    name=g.new_name(f"{n.name}_mask", node_name=True))
+        fill.output(0).type = TensorType(mask.type.dtype, Shape(dims))  # type: ignore[union-attr]
+        g.insert_after(n, fill)
+        mask.replace_all_uses_with(fill.output(0))
+
+
+def _dropout_is_identity(n: Any, opset: int) -> bool:
+    """True when Dropout node ``n`` is deterministic: inference mode, or a constant ratio of 0."""
+    if opset < 7:
+        return bool(n.attr("is_test", 0))
+    if opset < 12 or n.input(2) is None:
+        return True  # no training_mode input: inference
+    tm = n.input(2).const.numpy() if n.input(2).is_constant() else None
+    if tm is not None and not bool(np.asarray(tm).reshape(-1)[0]):
+        return True
+    ratio = n.input(1)
+    if ratio is None:
+        return False  # default ratio 0.5
+    r = ratio.const.numpy() if ratio.is_constant() else None
+    return r is not None and float(np.asarray(r).reshape(-1)[0]) == 0.0
 
 
 def generate_c(model: Model, name: str = "model", *, source: str = "", placement: Optional[Any] = None) -> CCode:
@@ -137,6 +226,9 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
     """
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in _C_KEYWORDS:
         raise EdgecError(f"--name '{name}' is not a C identifier")
+    from .legalize_types import legalize_types
+
+    legalize_types(model)  # narrow element types (float16, float8, int4...) compute in float32 / int32
     infer_shapes(model)
     _check_static(model)
     g = model.graph
@@ -145,6 +237,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
     opset = model.opset("") or 21
     kctx = K.KernelContext(opset)
     kctx.placement = placement  # type: ignore[attr-defined]  # read by the int8 generators
+    _prepare_dropout(model, opset)
     nodes = list(g)
     for n in nodes:
         if n.subgraphs():
@@ -177,7 +270,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
         out_names.append(c_identifier(v.name, taken))
     for v in g.initializers.values():
         if id(v) not in tensors:
-            tensors[id(v)] = _Tensor(v, "", "const")
+            tensors[id(v)] = _Tensor(v, "NULL", "empty") if _is_empty(v) else _Tensor(v, "", "const")
 
     # which graph outputs are written in place by their producer
     direct: Dict[int, str] = {}
@@ -191,6 +284,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
 
     # node code, tensors of node outputs, liveness
     codes: List[Optional[K.NodeCode]] = []
+    skipped: set = set()  # indices of nodes whose outputs all have zero elements: no code
     scratch: Dict[int, str] = {}  # node index -> C name of its scratch buffer
     for i, n in enumerate(nodes):
         for v in n.inputs:
@@ -201,6 +295,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
             src = tensor_of(n.input(0))
             root = src.root if src.kind == "view" else src
             out = n.output(0)
+            _check_view(n, src.value, out)
             tensors[id(out)] = _Tensor(out, c_identifier(out.name, taken), "view", root=root)
             for extra in n.outputs[1:]:
                 if extra is not None and extra.has_uses():
@@ -216,11 +311,18 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
                                             f"{_dtype(v).name} '{v.name}' (unsupported type)")
             if id(v) in direct:
                 t = _Tensor(v, direct[id(v)], "output")
+            elif _is_empty(v):  # no storage; a kernel that still names it gets a NULL pointer
+                t = _Tensor(v, "NULL", "empty")
             else:
                 t = _Tensor(v, c_identifier(v.name, taken), "arena", size=_nbytes(v))
             t.first = t.last = i
             tensors[id(v)] = t
+        if all(_is_empty(v) for v in n.outputs if v is not None):
+            skipped.add(i)  # nothing to compute: an all-empty node reads nothing and writes nothing
+            codes.append(None)
+            continue
         code = K.GENERATORS[(n.domain, n.op_type)](n, kctx)
+        _check_empty_operands(n, code)
         if not code.typed:  # a float-only generator: it has not checked the element types itself
             for v in [*code.operands, *(o for o in n.outputs if o is not None)]:
                 dt = _dtype(v)
@@ -238,6 +340,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
             scratch[i] = c_identifier(f"{name}_scratch_l{i}", taken)
         codes.append(code)
     end = len(nodes)
+    copies = [(v, oname) for v, oname in copies if not _is_empty(v)]  # nothing to copy for no elements
     for v, _ in copies:
         t = tensor_of(v)
         r = t.root if t.kind == "view" else t
@@ -291,7 +394,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
     # --- text -----------------------------------------------------------------------------------
     up = name.upper()
     arena_bytes = int(plan.arena_bytes)
-    weight_bytes = sum(int(w.value.const.nbytes) for w in weights)
+    weight_bytes = sum(_ITEMSIZE[_dtype(w.value)] * int(w.value.const.numel) for w in weights)  # as stored (unpacked)
     split = weight_bytes > WEIGHTS_SPLIT_BYTES
 
     hdr = [f"/* Generated by edgec {__version__}{' from ' + source if source else ''}. Do not edit. */",
@@ -304,7 +407,8 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
     for cname, v, what in io:
         dims = [int(d) for d in v.type.shape.dims]
         m = f"{up}_{cname.upper()}"
-        hdr += [f"/* {what} '{v.name}': {_DTNAME[_dtype(v)]} [{', '.join(map(str, dims))}] */",
+        abi = f" ({NT.abi_note(_dtype(v))})" if _dtype(v) in NT.NARROW else ""
+        hdr += [f"/* {what} '{v.name}': {_DTNAME[_dtype(v)]} [{', '.join(map(str, dims))}]{abi} */",
                 f"#define {m}_RANK {len(dims)}", f"#define {m}_SHAPE {{{', '.join(map(str, dims)) or '1'}}}",
                 f"#define {m}_SIZE {int(np.prod(dims, dtype=np.int64))}"]
     params = [f"const {_CTYPES[_dtype(t.value)]}* {t.cname}" for t in in_params] + \
@@ -312,7 +416,9 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
     plist = ", ".join(params) if params else "void"
     hdr += ["",
             "/* Runs the model; input and output buffers must not overlap. Returns 0. Not reentrant"
-            " (static arena). */",
+            " (static arena).",
+            "   A zero-element input or output is never read or written: any pointer, NULL included, may be"
+            " passed for it. */",
             f"int {name}_run({plist});",
             f"/* Same with a caller-provided arena of {up}_ARENA_BYTES bytes, {up}_ARENA_ALIGN-byte aligned;",
             "   returns -1 when the arena is NULL (with a non-zero size) or misaligned. */",
@@ -324,7 +430,9 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
         arr = np.ascontiguousarray(w.value.const.numpy()).reshape(-1)
         ct = _CTYPES[_dtype(w.value)]
         dims = "x".join(str(d) for d in w.value.const.dims) or "scalar"
-        if ct == "float":
+        if _dtype(w.value) in NT.NARROW:  # bit patterns: bit-exact, NaN payloads and -0 included
+            items = [f"0x{int(b):x}" for b in NT.bit_patterns(arr, _dtype(w.value)).tolist()]
+        elif ct == "float":
             items = [K.flit(x) for x in arr.astype(np.float32).tolist()]
         elif ct == "double":
             items = [K.dlit(x) for x in arr.astype(np.float64).tolist()]
@@ -394,6 +502,10 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
         rec = {"index": i, "node": n.name, "op": n.qualified_op,
                "output_shape": [int(d) for d in outs[0].type.shape.dims] if outs else [],
                "output_bytes": sum(_nbytes(v) for v in outs), "macs": 0}
+        if i in skipped:
+            rec["empty"] = True  # zero-element outputs: no code
+            layers.append(rec)
+            continue
         if code is None:
             rec["view_of"] = n.input(0).name
             layers.append(rec)
@@ -411,7 +523,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
             ps.append(f"{_CTYPES[_dtype(v)]}* {restrict}y{j}")
             args.append(ptr(v))
         if i in scratch:
-            ps.append("float* restrict s0")
+            ps.append(f"{getattr(code, 'scratch_ctype', 'float')}* restrict s0")  # integer kernels: their own type
             args.append(scratch[i])
         body = code.body
         voids = "".join(f"    (void){p.split()[-1]};\n" for p in ps if not re.search(rf"\b{p.split()[-1]}\b", body))
@@ -440,7 +552,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
         ct = _CTYPES[_dtype(t.value)]
         run.append(f"    {ct}* const {t.cname} = ({ct}*)(void*)(base + {plan.offsets[t.cname]}); /* '{t.value.name}' */")
     for i, sname in sorted(scratch.items()):
-        run.append(f"    float* const {sname} = (float*)(void*)(base + {plan.offsets[sname]}); /* scratch of layer {i} */")
+        run.append(f"    void* const {sname} = (void*)(base + {plan.offsets[sname]}); /* scratch of layer {i} */")
     run += calls
     for v, oname in copies:
         t = tensor_of(v)
@@ -505,7 +617,7 @@ def format_report(r: Dict[str, Any]) -> str:
     for L in r["layers"]:
         shape = "x".join(map(str, L["output_shape"]))
         off = L.get("arena_offset")
-        off_s = "view" if "view_of" in L else ("out" if off is None else str(off))
+        off_s = "view" if "view_of" in L else ("empty" if L.get("empty") else ("out" if off is None else str(off)))
         lines.append(f"{L['index']:>4}  {L['op']:<24} {shape:<20} {L['macs']:>12,}  {L['output_bytes']:>9}  "
                      f"{off_s:>8}  {L['node']}")
     return "\n".join(lines) + "\n"

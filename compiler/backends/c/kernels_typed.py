@@ -4,7 +4,10 @@ Every generator here checks the element types itself (``NodeCode.typed``): float
 int8..int64, uint8..uint64 and bool (one byte, 0 or 1). Integer arithmetic follows ONNX: Div
 truncates toward zero, Mod takes the sign of the divisor unless ``fmod=1``, results wrap to the
 output type. Cast from a float to an integer truncates (values out of range are undefined, as in
-the ONNX spec); to bool is ``x != 0``. Generators registered here replace the float-only ones of
+the ONNX spec); to bool is ``x != 0``. Cast to and from the narrow types (float16, bfloat16, float8,
+float4e2m1, int4/int2: stored as bit patterns, see :mod:`.narrow_types`) goes through C helpers with
+the ONNX rounding and saturation; Where and the copy kernels move their bit patterns; every other
+op sees them only after :mod:`.legalize_types` widened them. Generators registered here replace the float-only ones of
 :mod:`.kernels` for the same ops (data-movement bodies there only copy elements, so they are
 reused with the type check added).
 """
@@ -21,6 +24,7 @@ from ...ir.dtypes import DType
 from . import kernels as K
 from .kernels import (GENERATORS, KernelContext, NodeCode, _bcast_strides, _elementwise, _norm_axis, _prod, _strides, dlit,
                       flit, loop_nest, unsupported)
+from . import narrow_types as NT
 
 CT: Dict[DType, str] = {DType.FLOAT: "float", DType.DOUBLE: "double", DType.INT64: "int64_t",
                         DType.INT32: "int32_t", DType.INT16: "int16_t", DType.INT8: "int8_t",
@@ -32,6 +36,8 @@ UNSIGNED = frozenset({DType.UINT8, DType.UINT16, DType.UINT32, DType.UINT64})
 INTS = SIGNED | UNSIGNED
 NUMERIC = FLOATS | INTS
 ALL = NUMERIC | {DType.BOOL}
+#: Every type the C target stores: narrow types only as bit patterns (Cast, Where and copies).
+STORED = ALL | NT.NARROW
 _NPT = {DType.FLOAT: np.float32, DType.DOUBLE: np.float64, DType.INT64: np.int64, DType.INT32: np.int32,
         DType.INT16: np.int16, DType.INT8: np.int8, DType.UINT8: np.uint8, DType.UINT16: np.uint16,
         DType.UINT32: np.uint32, DType.UINT64: np.uint64, DType.BOOL: np.bool_}
@@ -261,14 +267,16 @@ def gen_binary(node: Node, k: KernelContext) -> NodeCode:
 def gen_where(node: Node, k: KernelContext) -> NodeCode:
     c, a, b = node.input(0), node.input(1), node.input(2)
     _check(node, frozenset({DType.BOOL}), [c])
-    _check(node, ALL, [a, b])
+    _check(node, STORED, [a, b])  # a pure select: narrow types too (bit patterns)
     return typed_elementwise(node, k, [c, a, b], lambda x: f"({x[0]} ? {x[1]} : {x[2]})")
 
 
 def gen_cast(node: Node, k: KernelContext) -> NodeCode:
     x, y = node.input(0), node.output(0)
-    _check(node, ALL, [x, y])
+    _check(node, STORED, [x, y])
     dst = dt(y)
+    if dt(x) in NT.NARROW or dst in NT.NARROW:
+        return _narrow_cast(node, k)
     if dst == DType.BOOL:
         return typed_elementwise(node, k, [x], lambda a: f"(uint8_t)({a[0]} != 0)")
     return typed_elementwise(node, k, [x], lambda a: f"({CT[dst]}){a[0]}")
@@ -276,6 +284,31 @@ def gen_cast(node: Node, k: KernelContext) -> NodeCode:
 
 def gen_castlike(node: Node, k: KernelContext) -> NodeCode:
     return gen_cast(node, k)  # the output type is the type of input 1 (read by shape inference)
+
+
+def _narrow_cast(node: Node, k: KernelContext) -> NodeCode:
+    """Cast from or to a narrow type (:mod:`.narrow_types`): decode the source to float / int32, then
+    encode it with the ONNX rounding, ``saturate`` (float8) and ``round_mode`` (float8e8m0)."""
+    x, y = node.input(0), node.output(0)
+    src, dst = dt(x), dt(y)
+    if src == dst:
+        return typed_elementwise(node, k, [x], lambda a: a[0])
+    v, is_float, helpers = "{x}", src in FLOATS, []
+    if src in NT.NARROW:
+        v, vtype, h = NT.decode_expr(v, src)
+        is_float = vtype == "float"
+        helpers.append(h)
+    if dst in NT.NARROW:
+        sat = bool(int(node.attr("saturate", 1)))
+        e, h = NT.encode_expr(v, is_float, dst, saturate=sat, round_mode=_attr_str(node, "round_mode", "up"))
+        helpers += NT.helpers_for(h)
+    elif dst == DType.BOOL:
+        e = f"(uint8_t)({v} != 0)"
+    else:
+        e = f"({CT[dst]})({v})"
+    code = typed_elementwise(node, k, [x], lambda a: e.replace("{x}", a[0]))
+    code.helpers = helpers
+    return code
 
 
 def gen_clip(node: Node, k: KernelContext) -> NodeCode:
@@ -304,7 +337,7 @@ def gen_clip(node: Node, k: KernelContext) -> NodeCode:
 
 def _same_type(node: Node, values: Sequence[Optional[Value]]) -> None:
     vs = [v for v in values if v is not None]
-    _check(node, ALL, vs)
+    _check(node, STORED, vs)  # copies move bit patterns, so narrow types too
     if len({dt(v) for v in vs}) > 1:
         raise unsupported(node, "operands of different types")
 
@@ -838,6 +871,8 @@ def gen_reduce(node: Node, k: KernelContext) -> NodeCode:
     if axes is None:
         return typed_elementwise(node, k, [xv], lambda a: a[0])
     cnt = _prod(x[a] for a in axes)
+    if cnt == 0:
+        return _reduce_empty_set(node, k)
     isf = d in FLOATS
     acc = "double" if isf else ("int64_t" if d in SIGNED else ("uint64_t" if d in UNSIGNED else "uint8_t"))
     ct = CT[d]
@@ -863,6 +898,29 @@ def gen_reduce(node: Node, k: KernelContext) -> NodeCode:
            "ReduceLogSum": "log(s)", "ReduceLogSumExp": "log(s) + m"}.get(op, "s")
     secs.append(f"y0[{{o}}] = ({ct})({fin});")
     return NodeCode([xv], reduce_loops(x, axes, secs), typed=True)
+
+
+def _reduce_empty_set(node: Node, k: KernelContext) -> NodeCode:
+    """A reduction over an empty set: every output element is the identity the ONNX spec gives.
+
+    0 for sums and norms, 1 for ReduceProd, -inf (or the type's minimum, false for bool) for
+    ReduceMax and ReduceLogSum(Exp), +inf (or the maximum, true) for ReduceMin. The empty input is
+    not an operand: nothing is read. ReduceMean and the logarithms of integers are undefined by
+    ONNX over an empty set (numpy gives NaN where onnxruntime gives 0): a clear error.
+    """
+    op, d = node.op_type, dt(node.output(0))
+    isf = d in FLOATS
+    if op == "ReduceMean" or (op in ("ReduceLogSum", "ReduceLogSumExp") and not isf):
+        raise unsupported(node, f"{op} over an empty set on {d.name} (undefined in ONNX)")
+    if op in ("ReduceMax", "ReduceLogSum", "ReduceLogSumExp", "ReduceMin"):
+        low = op != "ReduceMin"
+        if isf:
+            ident = -math.inf if low else math.inf
+        else:
+            ident = (0 if low else 1) if d == DType.BOOL else (np.iinfo(_NPT[d]).min if low else np.iinfo(_NPT[d]).max)
+    else:
+        ident = 1 if op == "ReduceProd" else 0
+    return const_output(node, k, np.full(_prod(k.dims(node.output(0))), ident, dtype=_NPT[d]))
 
 
 def _int_limit(d: DType, biggest: bool) -> str:

@@ -25,6 +25,7 @@ from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
 from ...errors import EdgecError, UnsupportedModelError
 from . import kernels as K
+from .verify import _NP as _VERIFY_NP
 from .verify import WARN_FLAGS, VerifyError, harness_source
 
 __all__ = ["CBackend", "CBackendRep", "UnsupportedModelError", "claimed_ops", "prepare", "run_model",
@@ -157,6 +158,7 @@ def build_cached(files: Dict[str, str], report: Dict[str, Any], flags: Sequence[
 _NP = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32, "int16": np.int16,
        "int8": np.int8, "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
        "bool": np.bool_}
+_NP.update({name: np.dtype(dt) for name, dt in _VERIFY_NP.items() if name not in _NP})  # narrow types (ml_dtypes)
 
 
 def run_program(prog: str, report: Dict[str, Any], feeds: Dict[str, np.ndarray]) -> List[np.ndarray]:

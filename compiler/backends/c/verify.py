@@ -34,6 +34,21 @@ _CT = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "in
        "bool": "uint8_t"}
 
 
+def _add_narrow_types() -> None:
+    """Narrow types (float16, bfloat16, float8, int4 ...): the report names them by lower-case DType
+    name; numpy / ml_dtypes hold them with the same bytes the C code stores (bit patterns, one element
+    per byte for sub-byte types), so feeding and reading them is a plain byte copy."""
+    from ...ir.dtypes import DType
+    from .narrow_types import NARROW, storage_ctype
+
+    for d in NARROW:
+        _NP[d.name.lower()] = DType(d).numpy
+        _CT[d.name.lower()] = storage_ctype(d)
+
+
+_add_narrow_types()
+
+
 class VerifyError(EdgecError):
     """The C compiler or the built program failed."""
 
@@ -49,12 +64,18 @@ def harness_source(report: Mapping[str, Any]) -> str:
     for t in report["inputs"]:
         m = f"{up}_{t['c_name'].upper()}_SIZE"
         ct = _CT[t["dtype"]]
+        if int(np.prod(t["shape"], dtype=np.int64)) == 0:
+            args.append("NULL")  # a zero-element tensor: no array (C99 has none of length 0), any pointer works
+            continue
         decl.append(f"static {ct} in_{t['c_name']}[{m}];")
         reads.append(f"    if (fread(in_{t['c_name']}, sizeof({ct}), {m}, fi) != (size_t){m}) return 3;")
         args.append(f"in_{t['c_name']}")
     for t in report["outputs"]:
         m = f"{up}_{t['c_name'].upper()}_SIZE"
         ct = _CT[t.get("dtype", "float32")]
+        if int(np.prod(t["shape"], dtype=np.int64)) == 0:
+            args.append("NULL")
+            continue
         decl.append(f"static {ct} out_{t['c_name']}[{m}];")
         writes.append(f"    if (fwrite(out_{t['c_name']}, sizeof({ct}), {m}, fo) != (size_t){m}) return 5;")
         args.append(f"out_{t['c_name']}")
@@ -179,6 +200,8 @@ def random_inputs(report: Mapping[str, Any], rng: np.random.Generator,
     for t in report["inputs"]:
         if t["dtype"] == "float32":
             out[t["name"]] = rng.standard_normal(t["shape"]).astype(np.float32)
+        elif t["dtype"].startswith(("float", "bfloat")) and t["dtype"] != "float64":  # narrow floats
+            out[t["name"]] = rng.standard_normal(t["shape"]).astype(np.float32).astype(_NP[t["dtype"]])
         else:
             hi = (index_bounds or {}).get(t["name"], 1)
             out[t["name"]] = rng.integers(0, max(1, hi), size=t["shape"]).astype(_NP[t["dtype"]])
