@@ -46,6 +46,17 @@ reads it, never just because it could be):
    with one symmetric scale per column (last axis); the Gather reads int8 rows and a
    DequantizeLinear follows (a DequantizeLinear before the Gather would dequantize the whole table
    on every run: +40% latency on MiniLM). ``gather-tables=false`` keeps them float.
+9. Cost: a group-1 Conv reading fewer than ``THIN_CONV_CHANNELS`` input channels (an image input)
+   stays float when the output is for onnxruntime (``thin-convs=auto`` with the ONNX target, or
+   ``thin-convs=float``): its int8 kernel is 2-3x slower than the float one there. The integer-only
+   C target quantizes it (``auto`` without the ONNX target, or ``int8``).
+
+Compact form (``compact``; ``auto``: for the ONNX target only, the integer reference and the C back
+end read the plain form): data movers run on the integers (``Q -> MaxPool -> DQ`` instead of
+``Q -> DQ -> MaxPool -> Q -> DQ``: the same values, and what onnxruntime makes of them anyway) and
+a bias scale is ``Mul(s_w, s_in)`` of the initializers already there instead of a stored tensor
+(bitwise the same; runtimes fold it at load). onnxruntime fuses the same integer kernels
+(tests/quant/test_ort_fusion.py).
 """
 
 from __future__ import annotations
@@ -54,14 +65,15 @@ from typing import Any, Dict, Iterable, List, Literal, Optional, Set, Tuple
 
 import numpy as np
 
+from edgec.backends.onnx_export import ANONYMOUS
 from edgec.errors import EdgecError
 from edgec.ir import Model, Node, Value
 from edgec.ir.dtypes import DType
 from edgec.ir.types import QuantParams, Shape, TensorType
 from edgec.passmanager import Pass, PassContext, register_pass
 from edgec.quant import scheme
-from edgec.quant.qdq import (adopt_source_names, dequantize_node, insert_qdq, quantized_constant, quantized_weight,
-                             require_opset)
+from edgec.quant.qdq import (adopt_source_names, dequantize_node, insert_qdq, movers_on_integers, product_scale,
+                             quantized_constant, quantized_weight, require_opset, short_name)
 from edgec.rewrite import constant_value
 
 __all__ = ["Quantize", "weight_axis", "MOVERS", "COMPUTE_OPS", "DEFAULT_OPS", "DEFAULT_KEEP_FLOAT",
@@ -92,6 +104,12 @@ NO_WEIGHT_ZERO_POINT = {"Conv", "MatMul"}
 STATS_CACHE = "quantize.statistics"
 #: Constant Gather tables with fewer elements stay float (nothing to gain).
 GATHER_MIN_ELEMENTS = 1024
+#: A group-1 Conv reading fewer input channels than this is "thin" (an image input: 1-3 channels).
+#: onnxruntime's int8 convolution (MLAS, x86 AVX2) runs those 2-3x slower than its float one
+#: (1 thread, 16 output channels 3x3: 1 channel 8x8 batch 64 322 vs 144 us, 3 channels 32x32 batch 8
+#: 654 vs 350 us, 3->32 channels 112x112 1171 vs 618 us; from 4 channels on int8 is as fast or
+#: faster), so for onnxruntime targets they stay float (``thin-convs``).
+THIN_CONV_CHANNELS = 4
 DEFAULT_OPS = list(COMPUTE_OPS) + list(ARITH_OPS) + list(MOVERS)
 DEFAULT_KEEP_FLOAT = ["Softmax", "LogSoftmax", "NonMaxSuppression", "TopK", "ArgMax", "ArgMin", "RoiAlign",
                       "LayerNormalization", "LayerNorm"]
@@ -274,6 +292,53 @@ def _mask_values(model: Model) -> Set[int]:
     return out
 
 
+def _relu_before(pool: Node, int8_ops: Set[int]) -> Optional[Node]:
+    """The float node whose Relu (plain, or fused: ``edgec.Fused*{activation=Relu}``) feeds only ``pool``."""
+    x = pool.input(0)
+    p = x.producer if x is not None else None
+    if p is None or id(p) in int8_ops or x.is_graph_output() or len(x.uses()) != 1:
+        return None
+    if p.op_type == "Relu" and p.domain == "" and p.input(0) is not None:
+        src = p.input(0).producer
+        return p if src is None or id(src) not in int8_ops else None
+    act = p.attr("activation", "") if p.domain == "edgec" and p.op_type.startswith("Fused") else ""
+    return p if (act.decode() if isinstance(act, bytes) else act) == "Relu" else None
+
+
+def _relus_after_float_pools(g: Any, plan: Dict[str, Any]) -> int:
+    """``Relu -> MaxPool`` becomes ``MaxPool -> Relu`` where both run in float and the pool's output
+    is quantized (exact: max commutes with Relu, which then runs on 4x fewer values). The Relu
+    between the MaxPool and its QuantizeLinear is what keeps onnxruntime from propagating the Q
+    backward through the MaxPool, which would make it a uint8 MaxPool outside the NHWC region:
+    20x slower than the float one (digits CNN first pool: 306 vs 15 us). Returns how many moved."""
+    done = 0
+    for pool in list(g):
+        if pool.op_type != "MaxPool" or pool.domain != "" or id(pool) in plan["int8_ops"] \
+                or id(pool.output(0)) not in plan["uf"].parent or len(pool.outputs) > 1 and pool.output(1) is not None:
+            continue
+        act = _relu_before(pool, plan["int8_ops"])
+        if act is None:
+            continue
+        if act.op_type == "Relu":
+            pool.set_input(0, act.input(0))
+            g.remove(act)
+        else:
+            act.attrs.pop("activation", None)
+            act.attrs.pop("activation_params", None)
+        y = pool.output(0)
+        relu = Node("Relu", [None], 1, name=short_name(g, "Relu", node_name=True))
+        relu.meta[ANONYMOUS] = True
+        g.insert_after(pool, relu)
+        r = relu.output(0)
+        r.type = y.type
+        y.replace_all_uses_with(r)  # a graph output moves to r under its public name
+        relu.set_input(0, y)
+        if not r.is_graph_output():
+            r.name, y.name = y.name, r.name  # readers keep reading the pool's (source) name
+        done += 1
+    return done
+
+
 def _drop_saturated_relus(g: Any, consts: Any) -> int:
     """Remove ``Relu -> QuantizeLinear`` Relus whose work the QuantizeLinear already does: with the
     zero point at the type's minimum every negative input saturates to it (exact; onnxruntime
@@ -287,6 +352,8 @@ def _drop_saturated_relus(g: Any, consts: Any) -> int:
         if p is None or x.is_graph_output() or len(x.uses()) != 1:
             continue
         plain = p.op_type == "Relu" and p.domain == "" and p.input(0) is not None
+        if plain and p.input(0).producer is not None and p.input(0).producer.op_type == "MaxPool":
+            continue  # it keeps onnxruntime from running the pool in uint8 (_relus_after_float_pools)
         act = p.attr("activation", "") if p.domain == "edgec" and p.op_type.startswith("Fused") else ""
         fused = (act.decode() if isinstance(act, bytes) else act) == "Relu"
         if not (plain or fused):
@@ -348,7 +415,10 @@ class Quantize(Pass):
     ``symmetric-activations``) with ranges from ``method``, chosen by the rules of the module
     docstring; ``gather-tables`` quantizes constant embedding tables. Leaves a report in
     ``ctx.reports['quantization']``. ``reduce-range`` quantizes weights to 7 bits: use it for x86 CPUs
-    without VNNI, whose u8s8 kernels saturate int16 pair sums at full 8-bit range.
+    without VNNI, whose u8s8 kernels saturate int16 pair sums at full 8-bit range. ``thin-convs``:
+    whether Convs with 1-3 input channels stay float (rule 9; ``auto``: float for the ONNX target).
+    ``compact`` (``auto``: on for the ONNX target) writes the smaller equivalent form of the module
+    docstring's last paragraph, which the integer reference and the C back end do not read.
     """
 
     name = "quantize"
@@ -368,6 +438,8 @@ class Quantize(Pass):
     reduce_range: bool = False
     gather_tables: bool = True
     int8_softmax: bool = False
+    thin_convs: Literal["auto", "float", "int8"] = "auto"
+    compact: Literal["auto", "on", "off"] = "auto"
 
     # --- driver --------------------------------------------------------------------------------
     def run(self, model: Model, ctx: PassContext) -> bool:
@@ -404,7 +476,13 @@ class Quantize(Pass):
         if self.samples > 0:
             data = _Limited(data, self.samples)
 
+        self._float_thin = self._thin_convs_float(ctx)
+        target = ctx.resources.get("target") or {}
+        self._compact = self.compact == "on" or (self.compact == "auto" and target.get("name") == "onnx")
+        kept_fast = [n.name for n in g if self._enabled(n) and self._slow_in_int8(n)]
         plan = self._plan(model)
+        if _relus_after_float_pools(g, plan):
+            plan = self._plan(model)
         if not plan["compute"] and not plan["arith"] and not plan["members"]:
             ctx.warn("quantize: no quantizable op found")
             return False
@@ -430,10 +508,25 @@ class Quantize(Pass):
                        "ratio": (after / bytes_before) if bytes_before else 1.0,
                        "quantized_nodes": len(report_nodes), "quantized_tensors": len(params)},
             "warnings": warnings,
+            "kept_float_for_speed": kept_fast,  # rule 9: their int8 kernel would be slower
         }
         return True
 
     # --- which tensors --------------------------------------------------------------------------
+    def _thin_convs_float(self, ctx: PassContext) -> bool:
+        """Whether thin Convs stay float (rule 9): asked for, or ``auto`` with the ONNX target."""
+        if self.thin_convs != "auto":
+            return self.thin_convs == "float"
+        target = ctx.resources.get("target") or {}
+        return target.get("name") == "onnx"
+
+    def _slow_in_int8(self, node: Node) -> bool:
+        """A Conv whose int8 kernel is slower than its float one where the output runs (rule 9)."""
+        if not getattr(self, "_float_thin", False) or edgec_base_op(node) != "Conv" or int(node.attr("group", 1)) != 1:
+            return False
+        w = constant_value(node.input(1)) if node.input(1) is not None else None
+        return w is not None and np.ndim(w) >= 2 and np.shape(w)[1] < THIN_CONV_CHANNELS
+
     def _enabled(self, node: Node) -> bool:
         if node.name in self.exclude or node.op_type in self.keep_float:
             return False
@@ -454,7 +547,7 @@ class Quantize(Pass):
         compute: List[Node] = []
         deferred: List[Node] = []  # MatMul/Gemm: output quantized only when a quantized op reads it
         for n in g:
-            if not self._enabled(n) or edgec_base_op(n) is None:
+            if not self._enabled(n) or edgec_base_op(n) is None or self._slow_in_int8(n):
                 continue
             base = edgec_base_op(n)
             x, w = n.input(0), n.input(1)
@@ -492,6 +585,14 @@ class Quantize(Pass):
                   and all(_is_act(v) and id(v) not in masked for v in _mover_data(n))
                   and all(_is_f32(o) for o in _mover_outs(n))]
         chosen: Set[int] = set()
+        maybe_int8 = {id(n) for n in deferred + movers} | int8_ops
+
+        def float_computed(v: Value) -> bool:
+            """Whether ``v`` comes from a graph input or an op that surely runs in float (through Relu/Clip)."""
+            p = v.producer
+            while p is not None and _absorbable(p) and p.input(0) is not None:
+                v, p = p.input(0), p.input(0).producer
+            return p is None or not (id(p) in maybe_int8 or (p.op_type in ARITH_OPS and self._enabled(p)))
 
         def pull_movers() -> None:
             changed = True
@@ -500,7 +601,13 @@ class Quantize(Pass):
                 for n in movers:
                     if id(n) in chosen:
                         continue
-                    vals = _mover_data(n) + _mover_outs(n)
+                    data = _mover_data(n)
+                    vals = data + _mover_outs(n)
+                    if not any(id(v) in uf.parent for v in data) and all(float_computed(v) for v in data):
+                        # Only its output is read quantized: quantizing after the mover is as exact,
+                        # never more work (MaxPool: 4x less), and spares onnxruntime an int8 mover
+                        # outside its NHWC region (uint8 NCHW MaxPool: 20x slower than float).
+                        continue
                     if any(id(v) in uf.parent for v in vals):
                         chosen.add(id(n))
                         int8_ops.add(id(n))
@@ -640,6 +747,12 @@ class Quantize(Pass):
                 insert_qdq(g, v, s, z, adtype, uses=list(dict.fromkeys(uses)))
         if self.gather_tables:
             report.extend(self._quantize_tables(model, consts, warnings))
+        if self._compact:
+            opset = model.opset("") or 0
+            for n in plan["movers"]:
+                idx = MOVERS[n.op_type]
+                movers_on_integers(g, n, [i for i, v in enumerate(n.inputs) if v is not None] if idx is None else idx,
+                                   opset)
         _drop_saturated_relus(g, consts)
         consts.sweep()
         adopt_source_names(g)  # int8 "features.4.weight" instead of "features.4.weight_q"
@@ -725,7 +838,9 @@ class Quantize(Pass):
             axis_b = 0 if np.ndim(qbias.scale) > 0 else None
             qb = quantized_constant(g, qbias.values, qbias.scale, np.zeros(np.shape(qbias.scale), np.int32),
                                     DType.INT32, axis_b, name=bv.name)
-            dq = dequantize_node(g, qb, name=bv.name)
+            derived = product_scale(g, dq_w.producer.input(1), s_in, qbias.scale, before=n) \
+                if getattr(self, "_compact", False) else None
+            dq = dequantize_node(g, qb, name=bv.name, params=None if derived is None else [derived])
             dq.outputs[0].type = bv.type
             g.insert_before(n, dq)
             n.set_input(2, dq.outputs[0])

@@ -10,6 +10,10 @@ For ``MatMul(A, W)`` / ``Gemm(A, W, C)`` with a constant 2-D float weight, the f
 int8 (zero point 0). Gemm's ``transB`` is folded into the stored weight, ``alpha`` into ``s_w``
 and ``beta*C`` becomes the Add. Ops with fused activations keep them after the Add.
 
+Names stay short (a small model is mostly names otherwise): the int8 weight takes the float
+weight's name, the integer op the layer's, and what else the rewrite adds gets short generated
+names (its nodes none in a compact save).
+
 A constant ``Gather`` table (word / position embeddings) is stored int8, symmetric, one scale
 per column (per tensor without ``per-channel``), and read as ``Gather(table_i8, ids) ->
 DequantizeLinear(axis=-1)``: only the gathered rows are dequantized (onnxruntime does not fold a
@@ -28,7 +32,9 @@ from edgec.ir.tensor import ArrayTensor
 from edgec.ir.types import QuantParams, Shape, TensorType
 from edgec.passmanager import Pass, PassContext, register_pass
 from edgec.quant import scheme
-from edgec.quant.qdq import adopt_source_names, gather_table, quantized_gather, require_opset
+from edgec.backends.onnx_export import ANONYMOUS
+from edgec.quant.qdq import (SOURCE_NAME, adopt_source_names, gather_table, quantized_gather, require_opset,
+                             short_constant, short_name)
 from edgec.rewrite import constant_value
 
 __all__ = ["QuantizeDynamic"]
@@ -138,13 +144,17 @@ class QuantizeDynamic(Pass):
         q = scheme.quantize_array(w, scale, zp, DType.INT8, w_axis if scale.ndim else None)
         wq = g.add_constant(ArrayTensor(q, DType.INT8), wv.name + "_quantized")
         wq.type = TensorType(DType.INT8, Shape(q.shape), QuantParams(scale, zp, w_axis if scale.ndim else None))
-        zpv = g.add_constant(ArrayTensor(np.asarray(zp, np.int8).reshape(scale.shape), DType.INT8), wv.name + "_zero_point")
+        wq.meta[SOURCE_NAME] = wv.name  # adopt_source_names: the float name once the float weight is gone
+        zpv = short_constant(g, ArrayTensor(np.asarray(zp, np.int8).reshape(scale.shape), DType.INT8), "z")
         # per-output-channel factors broadcast against the output: [N] for MatMul, [1, C, 1, ...] for Conv
         view = (1, -1) + (1,) * (w.ndim - 2) if conv else (-1,)
 
         def op(op_type: str, inputs: List[Optional[Value]], attrs: Optional[dict] = None, outputs: int = 1,
                type_: Optional[TensorType] = None):
-            node = Node(op_type, inputs, outputs, attrs, name=g.new_name(f"{n.name}/{op_type}", node_name=True))
+            node = Node(op_type, inputs, outputs, attrs, name=short_name(g, op_type, node_name=True))
+            node.meta[ANONYMOUS] = True
+            for o in node.outputs:
+                o.name = short_name(g, "t")
             g.insert_before(n, node)
             if type_ is not None:
                 node.outputs[0].type = type_
@@ -161,20 +171,20 @@ class QuantizeDynamic(Pass):
             attrs = {k: n.attr(k) for k in ("dilations", "group", "kernel_shape", "pads", "strides")
                      if n.attr(k) is not None}
             # ORT's ConvInteger takes only a scalar weight zero point: symmetric weights have 0 everywhere
-            zpv = g.add_constant(ArrayTensor(np.zeros((), np.int8), DType.INT8), wv.name + "_zero_point")
+            zpv = short_constant(g, ArrayTensor(np.zeros((), np.int8), DType.INT8), "z")
             acc = op("ConvInteger", [aq, wq, za, zpv], attrs, type_=TensorType(DType.INT32, shape))
         else:
             acc = op("MatMulInteger", [aq, wq, za, zpv], type_=TensorType(DType.INT32, shape))
         accf = op("Cast", [acc], {"to": int(DType.FLOAT)}, type_=TensorType(DType.FLOAT, shape))
         sw_arr = (scale * np.float32(alpha)).astype(np.float32)
         sw_arr = sw_arr.reshape(view) if sw_arr.ndim else sw_arr
-        sw = g.add_constant(sw_arr, wv.name + "_scale")
+        sw = short_constant(g, ArrayTensor(sw_arr, DType.FLOAT), "s")
         s = op("Mul", [sa, sw], type_=TensorType(DType.FLOAT, Shape(sw_arr.shape)))
         y = op("Mul", [accf, s], type_=TensorType(DType.FLOAT, shape))
         if bias is not None:
             b = np.asarray(bias, np.float32)
             b = b.reshape(view) if conv and b.ndim == 1 else b
-            y = op("Add", [y, g.add_constant(b, wv.name + "_bias")], type_=TensorType(DType.FLOAT, shape))
+            y = op("Add", [y, short_constant(g, ArrayTensor(b, DType.FLOAT), "b")], type_=TensorType(DType.FLOAT, shape))
         act = n.attr("activation", "") or ""
         act = act.decode() if isinstance(act, bytes) else act
         if act:
@@ -196,6 +206,8 @@ class QuantizeDynamic(Pass):
         out.replace_all_uses_with(y)
         consts.note(*n.inputs[1:])
         g.remove(n)
+        acc.producer.name = n.name  # the integer op carries the layer's name (free again)
+        acc.producer.meta.pop(ANONYMOUS, None)
         return {"name": n.name, "op": n.op_type, "weight": wv.name, "weight_bytes_float": int(w.nbytes),
                 "weight_bytes_quantized": int(q.nbytes), "per_channel": bool(scale.ndim),
                 "weight_scale_min": float(np.min(scale)), "weight_scale_max": float(np.max(scale))}

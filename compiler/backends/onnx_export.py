@@ -25,7 +25,10 @@ from ..ir.tensor import ArrayTensor, ExternalTensor, Tensor, to_proto as tensor_
 from ..ir.types import MapType, OptionalType, SequenceType, Shape, SparseTensorType, TensorType, Type
 from . import wire_writer
 
-__all__ = ["to_proto", "save_model", "AUTO_EXTERNAL_BYTES"]
+__all__ = ["to_proto", "save_model", "AUTO_EXTERNAL_BYTES", "ANONYMOUS"]
+
+#: ``Node.meta`` key: true when the node's name was made up (nothing to keep; ``compact`` saves drop it).
+ANONYMOUS = "edgec.anonymous"
 
 #: Above this many tensor bytes ``save_model(external_data=None)`` writes external data (protobuf caps at 2 GiB).
 AUTO_EXTERNAL_BYTES = 1_800_000_000
@@ -36,19 +39,25 @@ _ZEROS = memoryview(bytes(_CHUNK))  # calloc'ed: costs no memory until read
 _STREAM_BYTES = 1024  # inline initializers this big are streamed into the model file, not serialized in memory
 
 
-def to_proto(model: Model, *, value_info: bool = True) -> onnx.ModelProto:
+def to_proto(model: Model, *, value_info: bool = True, compact: bool = False) -> onnx.ModelProto:
     """A ``ModelProto`` equal in meaning to ``model``; every tensor is stored inline.
-    ``value_info=False``: see :func:`save_model`."""
-    return _Exporter(None, value_info=value_info).model(model)
+    ``value_info=False``, ``compact=True``: see :func:`save_model`."""
+    return _Exporter(None, value_info=value_info, compact=compact).model(model)
 
 
 def save_model(model: Model, path: str, *, external_data: Optional[bool] = None, size_threshold: int = 1024,
-               value_info: bool = True) -> None:
+               value_info: bool = True, compact: bool = False) -> None:
     """Write ``model`` to ``path`` atomically.
 
     ``value_info=False`` leaves out the types of intermediate values (graph inputs and outputs stay
     typed; values with a doc string or metadata keep their entry): runtimes infer them again, and a
     small model gets noticeably smaller (quantized digits CNN: 1.7 KB of 36 KB).
+
+    ``compact=True`` leaves out what says nothing: attributes of standard ops equal to what their
+    absence means (the schema's default: ``group=1``, Gemm's ``alpha=1.0``; the spatial defaults the
+    ONNX spec gives in words: strides and dilations 1, pads 0; a Conv's ``kernel_shape`` equal to
+    its weight's) and the made-up names of nodes marked ``ANONYMOUS`` (the quantizer's Q/DQ; ONNX
+    node names are optional). Quantized digits CNN: ~430 bytes, 1.5% of the file.
 
     ``external_data``: True puts every tensor of at least ``size_threshold`` bytes into
     ``<basename of path>.data`` beside the model, False keeps all inline, None (default) goes external
@@ -67,7 +76,7 @@ def save_model(model: Model, path: str, *, external_data: Optional[bool] = None,
         if external_data:
             fd, tmp_data = temp_beside(data_path)
             writer = _DataWriter(os.fdopen(fd, "wb"), os.path.basename(data_path), size_threshold)
-        exporter = _Exporter(writer, stream_inline=True, value_info=value_info)
+        exporter = _Exporter(writer, stream_inline=True, value_info=value_info, compact=compact)
         proto = exporter.model(model)
         if writer is not None:
             writer.close()
@@ -223,10 +232,13 @@ class _Exporter:
     """Builds the ModelProto. With ``stream_inline`` the main graph's big inline initializers get no
     raw_data; they are listed in ``deferred`` (initializer index -> tensor) for the wire writer."""
 
-    def __init__(self, writer: Optional[_DataWriter], *, stream_inline: bool = False, value_info: bool = True) -> None:
+    def __init__(self, writer: Optional[_DataWriter], *, stream_inline: bool = False, value_info: bool = True,
+                 compact: bool = False) -> None:
         self.writer = writer
         self.stream_inline = stream_inline
         self.value_info = value_info
+        self.compact = compact
+        self.opset = 0  # the model's default-domain opset (schemas of the defaults)
         self.deferred: Dict[int, Tensor] = {}
 
     # --- model --------------------------------------------------------------------------------
@@ -236,7 +248,9 @@ class _Exporter:
                  model_version=m.model_version, doc_string=m.doc_string)
         p.opset_import.extend(onnx.OperatorSetIdProto(domain=d, version=v) for d, v in m.opset_imports.items())
         _props(p.metadata_props, m.metadata_props)
+        self.opset = int(m.opset_imports.get("", m.opset_imports.get("ai.onnx", 0)) or 0)
         self.graph(m.graph, p.graph, top=True)
+        self.opset = 0  # function bodies have opsets of their own: their attributes stay as they are
         for f in m.functions.values():
             p.functions.append(self.function(f))
         for blob in m.training_info:
@@ -291,11 +305,13 @@ class _Exporter:
                 and ((self.value_info and v.type is not None) or v.doc_string or v.metadata_props)]
 
     def node(self, n: Node) -> onnx.NodeProto:
-        p = _new(onnx.NodeProto, op_type=n.op_type, domain=n.domain, name=n.name, overload=n.overload,
+        node_name = "" if self.compact and n.meta.get(ANONYMOUS) else n.name
+        p = _new(onnx.NodeProto, op_type=n.op_type, domain=n.domain, name=node_name, overload=n.overload,
                  doc_string=n.doc_string)
         p.input.extend(v.name if v is not None else "" for v in n.inputs)
         p.output.extend(v.name if v is not None else "" for v in n.outputs)
-        p.attribute.extend(self.attr(a, name) for name, a in n.attrs.items())
+        p.attribute.extend(self.attr(a, name) for name, a in n.attrs.items()
+                           if not self.compact or not self.opset or not _implied_attr(n, name, a, self.opset))
         _props(p.metadata_props, n.metadata_props)
         for blob in n.meta.get("onnx.device_configurations", ()):
             p.device_configurations.add().ParseFromString(blob)
@@ -387,6 +403,45 @@ def _props(field, props: Dict[str, str]) -> None:
     for k, v in props.items():
         e = field.add()
         e.key, e.value = k, v
+
+
+#: Ops whose spatial attributes, when absent, mean the values below along every spatial axis (the
+#: ONNX spec says so in words; the schemas give no default value).
+_SPATIAL_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool"}
+_SPATIAL_DEFAULTS = {"strides": 1, "dilations": 1, "pads": 0, "output_padding": 0}
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_defaults(op_type: str, opset: int) -> Dict[str, object]:
+    """Attribute name -> default value of the standard op's schema at ``opset`` (empty if unknown)."""
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, "")
+    except Exception:  # noqa: BLE001 - an op onnx does not know keeps all its attributes
+        return {}
+    return {k: onnx.helper.get_attribute_value(a.default_value) for k, a in schema.attributes.items()
+            if a.default_value.type != AttributeProto.UNDEFINED}
+
+
+def _implied_attr(n: Node, name: str, a: Attr, opset: int) -> bool:
+    """Whether leaving attribute ``name`` of ``n`` out of the file means the same (see ``save_model``)."""
+    if n.domain not in ("", "ai.onnx") or a.ref or a.doc_string:
+        return False
+    v = a.value
+    if a.kind == AttrKind.INTS and n.op_type in _SPATIAL_OPS and name in _SPATIAL_DEFAULTS:
+        return len(v) > 0 and all(int(x) == _SPATIAL_DEFAULTS[name] for x in v)
+    if a.kind == AttrKind.INTS and name == "kernel_shape" and n.op_type in ("Conv", "ConvTranspose", "ConvInteger"):
+        w = n.input(1)
+        dims = w.shape.dims if w is not None and w.shape is not None else None
+        return dims is not None and len(dims) == len(v) + 2 and all(isinstance(d, int) for d in dims) \
+            and [int(x) for x in v] == list(dims[2:])
+    default = _schema_defaults(n.op_type, opset).get(name, None)
+    if default is None or a.kind not in (AttrKind.INT, AttrKind.FLOAT, AttrKind.STRING, AttrKind.INTS, AttrKind.FLOATS):
+        return False
+    if a.kind == AttrKind.STRING:
+        return _bytes(v) == default
+    if a.kind in (AttrKind.INTS, AttrKind.FLOATS):
+        return list(v) == list(default)
+    return v == default
 
 
 def _value_info(v: Value) -> onnx.ValueInfoProto:

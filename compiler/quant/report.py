@@ -74,6 +74,8 @@ def build_report(result: Any, *, mode: str, options: Dict[str, Any], calibration
             row.update({"sensitivity_rank": s["rank"], "sensitivity_drop": s["drop"],
                         "layer_sqnr_db": s["layer_sqnr_db"], "output_sqnr_db": s["output_sqnr_db"]})
         layers.append(row)
+    for name in result.quant_report.get("kept_float_for_speed", []):  # quantize rule 9: int8 would be slower
+        layers.append({"name": name, "float_for_speed": True})
     for name in result.float_layers:
         row = {"name": name, "float": True}
         if name in sens:
