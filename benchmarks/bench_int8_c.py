@@ -24,17 +24,26 @@ weight arrays (fp32 / int8 builds); ``code`` ``.text`` bytes of the model object
 int8); ``arena`` / ``LB`` activation arena and its lower bound (int8 build); ``ORT LSB`` per-layer
 histogram of int8 C minus onnxruntime.
 
+With ``--per-layer`` it also prints where the time goes: the generated C is rebuilt with a timer around
+every layer call (thread CPU time, so that other processes on a shared machine count less; ``model_run``
+repeated ``--reps`` times on sample 0, best of ``--rounds``), one table per build (fp32 / int8) with each
+layer's op, output shape, MACs, microseconds per run and share of the total. ``--generic`` builds the
+int8 C with the generic kernels only (without ``kernels_int8_fast``), the baseline of the fast ones.
+
     python benchmarks/bench_int8_c.py [--models digits,mobilenetv2] [--samples 8] [--reps 200] [--rounds 5]
+                                      [--per-layer] [--generic]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 
@@ -77,6 +86,94 @@ def _code_bytes(out_dir: str, name: str = "model") -> int:
     return total
 
 
+#: Appended to an instrumented copy of ``<name>.c``: the per-layer nanosecond counters and their dump.
+_PROFILE_TAIL = """
+#include <stdio.h>
+static void edgec_prof_dump(void) __attribute__((destructor));
+static void edgec_prof_dump(void)
+{
+    const char* path = getenv("EDGEC_PROFILE_OUT");
+    FILE* f = path ? fopen(path, "w") : NULL;
+    if (!f) return;
+    for (int i = 0; i < EDGEC_PROF_LAYERS; ++i) fprintf(f, "%d %.0f\\n", i, edgec_prof_ns[i]);
+    fclose(f);
+}
+"""
+
+
+def _instrument(c_text: str, name: str) -> str:
+    """``<name>.c`` with a CLOCK_MONOTONIC timer around each layer call of the run function."""
+    calls = re.compile(rf"^    ({name}_l(\d+)_\w+\(.*\);)$", re.M)
+    n = 1 + max((int(m.group(2)) for m in calls.finditer(c_text)), default=0)
+    head = ("#define _POSIX_C_SOURCE 199309L\n#include <stdlib.h>\n#include <time.h>\n"
+            f"#define EDGEC_PROF_LAYERS {n}\nstatic double edgec_prof_ns[EDGEC_PROF_LAYERS];\n"
+            "static double edgec_prof_now(void)\n{\n    struct timespec t;\n"
+            "    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);\n"
+            "    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;\n}\n")
+    body = calls.sub(lambda m: (f"    {{ const double t0_ = edgec_prof_now(); {m.group(1)} "
+                                f"edgec_prof_ns[{m.group(2)}] += edgec_prof_now() - t0_; }}"), c_text)
+    return head + body + _PROFILE_TAIL
+
+
+def profile_layers(out_dir: str, report: Dict[str, Any], sample: Dict[str, np.ndarray], reps: int,
+                   rounds: int = 5) -> List[List[Any]]:
+    """Per-layer time of the C model in ``out_dir``: rows ``[index, op, shape, MACs, us/run, %]``, slowest first;
+    each layer's time is its best of ``rounds`` runs of the program (the machine may be shared)."""
+    from edgec.backends.c.integerize import build_batch, run_batch
+
+    name = report["name"]
+    pdir = tempfile.mkdtemp(prefix="edgec-profile-")
+    for f in os.listdir(out_dir):
+        if f.startswith(name) and f.endswith((".c", ".h")) and not f.endswith("_batch.c"):
+            with open(os.path.join(out_dir, f), encoding="utf-8") as src:
+                text = src.read()
+            with open(os.path.join(pdir, f), "w", encoding="utf-8") as dst:
+                dst.write(_instrument(text, name) if f == f"{name}.c" else text)
+    prog = build_batch(pdir, report, opt=OPT[0], extra_flags=OPT[1:])
+    out = os.path.join(pdir, "profile.txt")
+    ns: Dict[int, float] = {}
+    os.environ["EDGEC_PROFILE_OUT"] = out
+    try:
+        for _ in range(rounds):
+            run_batch(prog, report, [sample], reps=reps)
+            with open(out, encoding="utf-8") as f:
+                for a, b in (line.split() for line in f):
+                    ns[int(a)] = min(ns.get(int(a), float("inf")), float(b) / (reps + 1))
+    finally:
+        del os.environ["EDGEC_PROFILE_OUT"]
+    total = sum(ns.values()) or 1.0
+    rows = []
+    for L in report["layers"]:
+        if L["index"] in ns:
+            op = L.get("source_op", L["op"])
+            kind = f"{op}" + (f" ({L['op'].split('.')[-1]})" if L.get("source_op") else "")
+            rows.append([L["index"], kind, "x".join(str(d) for d in L["output_shape"]), L["macs"],
+                         ns[L["index"]] / 1e3, 100 * ns[L["index"]] / total])
+    rows.sort(key=lambda r: -r[4])
+    return rows
+
+
+def _print_profile(title: str, rows: List[List[Any]]) -> None:
+    total = sum(r[4] for r in rows)
+    print(f"\n{title}: {total:.1f} us per run in {len(rows)} layers")
+    print(format_table(["layer", "op", "output", "MACs", "us", "%"], rows))
+
+
+@contextlib.contextmanager
+def _generic_kernels(on: bool) -> Iterator[None]:
+    """With ``on``, the int8 C uses only the generic CPU kernels (no ``kernels_int8_fast``: the before/after
+    comparison of the register-blocked GEMM, vectorized depthwise and Add)."""
+    from edgec.backends.c import kernels_int8_fast as fast
+
+    saved = fast.fast_conv, fast.fast_add
+    if on:
+        fast.fast_conv, fast.fast_add = (lambda node, k, f: None), (lambda code: code)
+    try:
+        yield
+    finally:
+        fast.fast_conv, fast.fast_add = saved
+
+
 def bench(label: str, proto: Any, cal: Dict[str, np.ndarray], samples: List[Dict[str, np.ndarray]],
           shape: str, args: argparse.Namespace, labels: Any = None, float_logits: Any = None) -> Dict[str, Any]:
     from edgec.api import optimize
@@ -102,7 +199,8 @@ def bench(label: str, proto: Any, cal: Dict[str, np.ndarray], samples: List[Dict
     # int8 C
     _quantize(qm, cal_path)
     qdq = parse_model(print_model(qm, elide_limit=None))
-    qcode, res = compile_int8(qm, "model")
+    with _generic_kernels(args.generic):
+        qcode, res = compile_int8(qm, "model")
     qdir = os.path.join(work, "int8")
     write_c(qcode, qdir)
     qprog = build_batch(qdir, qcode.report, opt=OPT[0], extra_flags=OPT[1:])
@@ -137,6 +235,9 @@ def bench(label: str, proto: Any, cal: Dict[str, np.ndarray], samples: List[Dict
                 hist[k] = hist.get(k, 0) + c
     tot = sum(hist.values()) or 1
     row["ORT LSB/layer"] = f"{dict(sorted(hist.items()))} ({100 * hist.get(0, 0) / tot:.1f}% exact)"
+    if args.per_layer:
+        _print_profile(f"{label} fp32 C", profile_layers(fdir, fcode.report, samples[0], args.reps, args.rounds))
+        _print_profile(f"{label} int8 C", profile_layers(qdir, qcode.report, samples[0], args.reps, args.rounds))
     return row
 
 
@@ -146,6 +247,9 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="samples compared with the reference (mobilenetv2)")
     ap.add_argument("--reps", type=int, default=200, help="runs per timing round")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--per-layer", action="store_true", help="also time every layer (instrumented builds)")
+    ap.add_argument("--generic", action="store_true",
+                    help="int8 C with the generic kernels only (the baseline of the fast CPU kernels)")
     args = ap.parse_args()
     use_zoo()
     import onnx

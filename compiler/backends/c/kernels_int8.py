@@ -28,6 +28,10 @@ Convolution kernels (int32 accumulation; the zero-point terms are folded into th
 * requantization after the dot products, over runs of outputs (``requant_run``: per-element M0 and
   shift, so the small planes of several channels form one vectorizable run).
 
+On the CPU placement the common layers (one-group convolutions, depthwise 3x3, same-shape Add) take the
+register-blocked / vectorized kernels of :mod:`.kernels_int8_fast` (weights packed at compile time,
+working memory in the arena); the kernels below run the rest, and the HAL reference.
+
 The working memory is on the stack (bounded by ``GEMM_ROWS``/``GEMM_MAX_K``/``DW_MAX_HW``; larger layers
 use the kernels without it). On the CPU the dispatch and the kernels are inlined into each layer
 (``always_inline`` with GCC/Clang), so the constant parameters become compile-time trip counts: about
@@ -979,6 +983,12 @@ def gen_qconv(node: Node, k: KernelContext) -> NodeCode:
     where = _place(node, k)
     code = _code(node, list(node.inputs), "conv_params", fields, "conv2d_s8", "x0, x1, x2, x3, x4, y0", where,
                  macs=int(np.prod(y)) * int(np.prod(w[1:])))
+    from .kernels_int8_fast import fast_conv  # imported here: its helper comes after q_common
+
+    fast = fast_conv(node, k, fields) if where == "cpu" else None
+    if fast is not None:  # register-blocked GEMM / vectorized depthwise (kernels_int8_fast)
+        fast.macs, fast.report = code.macs, code.report  # type: ignore[attr-defined]
+        return fast
     if where == "cpu":  # the kernel inlined with this layer's constants; working memory sized at compile time
         code.body = (f"    static const edgec_q_conv_params p = {_init(fields)};\n"
                      "    int kind;\n    long pb;\n"
@@ -1013,7 +1023,12 @@ def _binary(node: Node, k: KernelContext, struct: str, fields: Dict[str, int], f
     same = k.dims(a) == yd and k.dims(b) == yd
     if same:
         fields = {"size": int(np.prod(yd)), **fields}
-        return _code(node, ops, struct, fields, fn, "x0, x0, y0" if a is b else "x0, x1, y0", where)
+        code = _code(node, ops, struct, fields, fn, "x0, x0, y0" if a is b else "x0, x1, y0", where)
+        if where == "cpu" and fn == "add_s8":
+            from .kernels_int8_fast import fast_add  # imported here: its helper comes after q_kernels
+
+            code = fast_add(code)
+        return code
     why = "broadcasting runs on the CPU" if where == "npu" else ""
     fields = {"size": int(np.prod(yd)), **fields}
     nest = [(0, K._strides(yd)), (0, K._bcast_strides(k.dims(a), yd))]

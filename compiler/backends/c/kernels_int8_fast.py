@@ -1,0 +1,592 @@
+"""Fast int8 kernels of the inline CPU placement (register-blocked int16 GEMM, vectorized depthwise and Add).
+
+:mod:`.kernels_int8` keeps the generic kernels (runtime parameters, the accelerator HAL reference); this
+module takes the layers that dominate MobileNet-style models when they run on the CPU:
+
+* ``edgec_q8_conv_gemm``: convolutions with one group (pointwise and full ones) as
+  ``Y[M, P] = W[M, K] im2col(X)[K, P]``. The weights are packed at compile time in panels of
+  ``EDGEC_Q8_MR`` output channels with pairs of k adjacent (``[M/MR][K/2][MR][2]`` int16, zero-padded),
+  the input is packed in panels of ``EDGEC_Q8_NR`` output pixels in the same pair layout
+  (``[K/2][NR][2]`` int16, blocks of panels in the node's scratch), so that
+  ``acc += w(k) x(k) + w(k+1) x(k+1)`` is one ``vpmaddwd`` (``_mm256_madd_epi16``) per 8 pixels: a 4 x 16
+  tile of int32 accumulators lives in registers over the whole K and is requantized from the registers.
+* ``edgec_q8_dw3x3``: depthwise 3x3 (stride 1 or 2, dilation 1) over one int16 plane per channel padded
+  with the input zero point (the padding written once per layer): taps (kh, 0) and (kh, 1) are an adjacent
+  pair in memory, so each row of taps is two ``vpmaddwd`` per 8 outputs (stride 1: even and odd outputs
+  separately, over the flattened plane).
+* ``edgec_q8_add``: same-shape Add, 16 elements at a time.
+* requantization of 8 lanes at a time: the SRDHM (``(x * M0 + 2^30) >> 31``, which equals gemmlowp's
+  nudged truncating division whenever not both operands are INT32_MIN) with ``vpmuldq`` on even and odd
+  lanes, the rounding shift and the clamp on whole vectors.
+
+Every AVX2 path (``#if defined(__AVX2__)``, off with ``-DEDGEC_Q8_PORTABLE``) has a portable C99 twin
+that computes the same integers; integer arithmetic is exact, so both are bit-identical with
+:func:`edgec.quant.reference.run_integer`. Single rounding and shifts outside [-31, 0] requantize
+element by element with ``edgec_q_requant1`` (the generic kernels' function). Working memory is the
+layer's arena scratch (``s0``, ``int16_t*``), never the stack.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from ...ir import ArrayTensor, Node, Shape, TensorType, Value
+from ...ir.dtypes import DType
+from . import kernels as K
+from .kernels import KernelContext
+
+__all__ = ["MR", "NR", "fast_add", "fast_conv", "pack_weights_pairs"]
+
+#: Register tile of the GEMM: output channels x output pixels.
+MR, NR = 4, 16
+#: int16 elements of one block of packed input panels (48 KiB: stays in L1/L2 while every panel of output
+#: channels passes over it); also the GEMM's scratch.
+GEMM_BLOCK_INT16 = 24576
+
+_HELPER = """\
+/* --- fast int8 kernels of the CPU placement (portable C99; AVX2 intrinsics when available) --- */
+#include <string.h>
+#if defined(__AVX2__) && !defined(EDGEC_Q8_PORTABLE)
+#include <immintrin.h>
+#define EDGEC_Q8_AVX2 1
+#else
+#define EDGEC_Q8_AVX2 0
+#endif
+#define EDGEC_Q8_MR 4
+#define EDGEC_Q8_NR 16
+#if defined(__GNUC__) || defined(__clang__)
+#define EDGEC_Q8_FN static __attribute__((unused)) /* a model may use only some of the kernels */
+#else
+#define EDGEC_Q8_FN static
+#endif
+
+/* Requantization of one output channel: the double-rounding case without saturation (M0 > 0,
+   shift in [-31, 0]) branch-free; anything else element by element with edgec_q_requant1. */
+typedef struct {
+    int32_t b, m0, s0, zy, lo, hi, single, fast;
+#if EDGEC_Q8_AVX2
+    __m256i vb, vm, vmask, vhalf, vzy, vlo, vhi; /* the same, broadcast once per channel */
+    __m128i ve;
+#endif
+} edgec_q8_rq;
+
+static inline edgec_q8_rq edgec_q8_rq_make(int32_t b, int32_t m0, int32_t s0, int32_t zy, int32_t lo, int32_t hi,
+                                           int32_t single)
+{
+    edgec_q8_rq r;
+    r.b = b; r.m0 = m0; r.s0 = s0; r.zy = zy; r.lo = lo; r.hi = hi; r.single = single;
+    r.fast = !single && m0 > 0 && s0 <= 0 && s0 >= -31;
+#if EDGEC_Q8_AVX2
+    const int32_t mask = r.fast ? (int32_t)(((uint32_t)1 << -s0) - 1u) : 0;
+    r.vb = _mm256_set1_epi32(b);
+    r.vm = _mm256_set1_epi32(m0);
+    r.vmask = _mm256_set1_epi32(mask);
+    r.vhalf = _mm256_set1_epi32(mask >> 1);
+    r.vzy = _mm256_set1_epi32(zy);
+    r.vlo = _mm256_set1_epi32(lo);
+    r.vhi = _mm256_set1_epi32(hi);
+    r.ve = _mm_cvtsi32_si128(r.fast ? -s0 : 0);
+#endif
+    return r;
+}
+/* y[j] = requant(t[j] + b) for j < n (t: 16 accumulators without the bias). */
+static inline void edgec_q8_requant16(const int32_t* restrict t, const edgec_q8_rq* q, int8_t* restrict y, long n)
+{
+    int8_t out[16];
+    if (!q->fast) {
+        for (long j = 0; j < n; ++j)
+            y[j] = edgec_q_requant1(t[j] + q->b, q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
+        return;
+    }
+    const int e = -q->s0;
+    const int32_t mask = (int32_t)(((uint32_t)1 << e) - 1u), half = mask >> 1;
+    for (long j = 0; j < 16; ++j) {
+        /* gemmlowp SRDHM: (ab + nudge) / 2^31 truncated == (ab + 2^30) >> 31 (floor) for every ab */
+        const int32_t s = (int32_t)(((int64_t)(t[j] + q->b) * q->m0 + ((int64_t)1 << 30)) >> 31);
+        const int32_t v = (s >> e) + ((s & mask) > half + (s < 0) ? 1 : 0) + q->zy;
+        out[j] = (int8_t)(v < q->lo ? q->lo : (v > q->hi ? q->hi : v));
+    }
+    for (long j = 0; j < n; ++j) y[j] = out[j];
+}
+#if EDGEC_Q8_AVX2
+/* gemmlowp SaturatingRoundingDoublingHighMul of 8 lanes by m (not both INT32_MIN): (x * m + 2^30) >> 31,
+   with vpmuldq on the even and the odd lanes. */
+static inline __m256i edgec_q8_srdhm8(__m256i x, __m256i m)
+{
+    const __m256i rnd = _mm256_set1_epi64x((int64_t)1 << 30);
+    const __m256i pe = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, m), rnd), 31);
+    const __m256i po = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), m), rnd), 31);
+    return _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA); /* low 32 bits of each >> 31 */
+}
+/* RoundingDivideByPOT of 8 lanes by e (mask = 2^e - 1, half = mask >> 1): ties away from zero. */
+static inline __m256i edgec_q8_rdbpot8(__m256i s, __m128i e, __m256i mask, __m256i half)
+{
+    const __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(s, mask), _mm256_sub_epi32(half, _mm256_srai_epi32(s, 31)));
+    return _mm256_sub_epi32(_mm256_sra_epi32(s, e), up);
+}
+/* 8 lanes of requant(x) (bias included), the fast case. */
+static inline __m256i edgec_q8_rq8(__m256i x, const edgec_q8_rq* q)
+{
+    const __m256i v = _mm256_add_epi32(edgec_q8_rdbpot8(edgec_q8_srdhm8(x, q->vm), q->ve, q->vmask, q->vhalf), q->vzy);
+    return _mm256_min_epi32(_mm256_max_epi32(v, q->vlo), q->vhi);
+}
+/* Requantize and store n <= 16 outputs of one channel held as lo = outputs {0-3, 8-11}, hi = {4-7, 12-15}
+   (accumulators without the bias). */
+static inline void edgec_q8_store16(__m256i lo, __m256i hi, const edgec_q8_rq* q, int8_t* restrict y, long n)
+{
+    lo = _mm256_add_epi32(lo, q->vb);
+    hi = _mm256_add_epi32(hi, q->vb);
+    if (!q->fast) {
+        int32_t t[16];
+        _mm256_storeu_si256((__m256i*)(void*)t, _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i*)(void*)(t + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+        for (long j = 0; j < n; ++j) y[j] = edgec_q_requant1(t[j], q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
+        return;
+    }
+    const __m256i w = _mm256_packs_epi32(edgec_q8_rq8(lo, q), edgec_q8_rq8(hi, q)); /* outputs 0-7 | 8-15 */
+    const __m128i v = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    if (n == 16) {
+        _mm_storeu_si128((__m128i*)(void*)y, v);
+    } else {
+        int8_t t[16];
+        _mm_storeu_si128((__m128i*)(void*)t, v);
+        for (long j = 0; j < n; ++j) y[j] = t[j];
+    }
+}
+#endif
+
+/* One MR x NR tile: sum over k of A(r, k) B(k, j) (ap: K2 pairs of [MR][2] int16, bp: K2 pairs of [NR][2]
+   int16), requantized with q[r] and stored as y[r * ldy + j] for r < mr, j < nj. */
+static inline void edgec_q8_tile(long K2, const int16_t* restrict ap, const int16_t* restrict bp, const edgec_q8_rq* q,
+                                 long mr, int8_t* restrict y, long ldy, long nj)
+{
+#if EDGEC_Q8_AVX2
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+            c31 = c00;
+    for (long k = 0; k < K2; ++k) {
+        const __m256i b0 = _mm256_loadu_si256((const __m256i*)(const void*)(bp + 32 * k));
+        const __m256i b1 = _mm256_loadu_si256((const __m256i*)(const void*)(bp + 32 * k + 16));
+        int32_t a[4];
+        memcpy(a, ap + 8 * k, sizeof a); /* the (w(k), w(k+1)) pairs of the 4 rows */
+        __m256i w = _mm256_set1_epi32(a[0]);
+        c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(w, b0));
+        c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(w, b1));
+        w = _mm256_set1_epi32(a[1]);
+        c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(w, b0));
+        c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(w, b1));
+        w = _mm256_set1_epi32(a[2]);
+        c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(w, b0));
+        c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(w, b1));
+        w = _mm256_set1_epi32(a[3]);
+        c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(w, b0));
+        c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(w, b1));
+    }
+    /* store16 takes outputs {0-3, 8-11} and {4-7, 12-15} */
+#define EDGEC_Q8_ROW(r, a, b) edgec_q8_store16(_mm256_permute2x128_si256(a, b, 0x20), \
+                                               _mm256_permute2x128_si256(a, b, 0x31), q + (r), y + (r) * ldy, nj)
+    EDGEC_Q8_ROW(0, c00, c01);
+    if (mr > 1) EDGEC_Q8_ROW(1, c10, c11);
+    if (mr > 2) EDGEC_Q8_ROW(2, c20, c21);
+    if (mr > 3) EDGEC_Q8_ROW(3, c30, c31);
+#undef EDGEC_Q8_ROW
+#else
+    int32_t t[EDGEC_Q8_MR][EDGEC_Q8_NR];
+    for (int r = 0; r < EDGEC_Q8_MR; ++r)
+        for (int j = 0; j < EDGEC_Q8_NR; ++j) t[r][j] = 0;
+    for (long k = 0; k < K2; ++k) {
+        const int16_t* restrict b = bp + 2 * EDGEC_Q8_NR * k;
+        for (int r = 0; r < EDGEC_Q8_MR; ++r) {
+            const int32_t w0 = ap[2 * EDGEC_Q8_MR * k + 2 * r], w1 = ap[2 * EDGEC_Q8_MR * k + 2 * r + 1];
+            for (int j = 0; j < EDGEC_Q8_NR; ++j) t[r][j] += w0 * b[2 * j] + w1 * b[2 * j + 1];
+        }
+    }
+    for (long r = 0; r < mr; ++r) edgec_q8_requant16(t[r], q + r, y + r * ldy, nj);
+#endif
+}
+
+/* Packs output pixels [j0, j0 + nj) (nj <= NR) of the im2col matrix of x (one image) into one panel
+   bp[K2][NR][2] int16: k pairs adjacent, padding = the input zero point, unused columns and the odd k zero. */
+EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t* restrict x, long j0, long nj,
+                                int16_t* restrict bp)
+{
+    const long C = p->c, H = p->h, W = p->w, OW = p->ow, KH = p->kh, KW = p->kw, K0 = C * KH * KW;
+    const long K2 = (K0 + 1) / 2, HW = H * W;
+    const int16_t zx = (int16_t)p->x_zp;
+    if (KH == 1 && KW == 1 && p->sh == 1 && p->sw == 1 && p->ph == 0 && p->pw == 0 && p->oh == p->h && OW == W) {
+        for (long kk = 0; kk < K2; ++kk) { /* pointwise: the input planes are the rows of B */
+            const int8_t* restrict x0 = x + 2 * kk * HW + j0;
+            const int8_t* restrict x1 = x0 + HW;
+            int16_t* restrict d = bp + 2 * EDGEC_Q8_NR * kk;
+            const int pair = 2 * kk + 1 < K0;
+#if EDGEC_Q8_AVX2
+            if (nj == EDGEC_Q8_NR && pair) {
+                const __m128i a = _mm_loadu_si128((const __m128i*)(const void*)x0);
+                const __m128i b = _mm_loadu_si128((const __m128i*)(const void*)x1);
+                _mm256_storeu_si256((__m256i*)(void*)d, _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b)));
+                _mm256_storeu_si256((__m256i*)(void*)(d + 16), _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b)));
+                continue;
+            }
+#endif
+            for (long j = 0; j < EDGEC_Q8_NR; ++j) {
+                d[2 * j] = j < nj ? x0[j] : 0;
+                d[2 * j + 1] = j < nj && pair ? x1[j] : 0;
+            }
+        }
+        return;
+    }
+    long ih0[EDGEC_Q8_NR] = {0}, iw0[EDGEC_Q8_NR] = {0}; /* general: window origins of the panel's pixels */
+    for (long j = 0; j < nj; ++j) {
+        ih0[j] = (j0 + j) / OW * p->sh - p->ph;
+        iw0[j] = (j0 + j) % OW * p->sw - p->pw;
+    }
+    const long sw = p->sw, jl = (j0 + EDGEC_Q8_NR - 1) % OW; /* jl: column of the panel's last pixel */
+    if (nj == EDGEC_Q8_NR && jl == j0 % OW + EDGEC_Q8_NR - 1 && ih0[0] >= 0 && ih0[0] + (KH - 1) * p->dh < H &&
+        iw0[0] >= 0 && iw0[EDGEC_Q8_NR - 1] + (KW - 1) * p->dw < W) {
+        /* the common case: 16 pixels of one output row, every window inside the input: strided copies */
+        const int8_t* restrict xb = x + ih0[0] * W + iw0[0];
+#if EDGEC_Q8_AVX2
+        const long xsize = C * HW; /* whole-vector reads stay inside the input */
+#endif
+        long c = 0, kh = 0, kw = 0;
+        for (long kk = 0; kk < K2; ++kk) {
+            long off[2] = {0, -1};
+            for (int h = 0; h < 2 && 2 * kk + h < K0; ++h) {
+                off[h] = c * HW + kh * p->dh * W + kw * p->dw;
+                if (++kw == KW) {
+                    kw = 0;
+                    if (++kh == KH) {
+                        kh = 0;
+                        ++c;
+                    }
+                }
+            }
+            const int8_t* restrict a = xb + off[0];
+            const int8_t* restrict b = xb + (off[1] < 0 ? off[0] : off[1]);
+            const int16_t m = off[1] < 0 ? 0 : 1; /* odd K: the last pair's second half is 0 */
+            int16_t* restrict d = bp + 2 * EDGEC_Q8_NR * kk;
+#if EDGEC_Q8_AVX2
+            if (m && sw == 1) { /* 16 bytes of each row, interleaved, widened */
+                const __m128i va = _mm_loadu_si128((const __m128i*)(const void*)a);
+                const __m128i vb = _mm_loadu_si128((const __m128i*)(const void*)b);
+                _mm256_storeu_si256((__m256i*)(void*)d, _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(va, vb)));
+                _mm256_storeu_si256((__m256i*)(void*)(d + 16), _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(va, vb)));
+                continue;
+            }
+            if (m && sw == 2 && (a - x) + 31 < xsize && (b - x) + 31 < xsize) { /* 32 bytes per row, even ones */
+                const __m256i va = _mm256_loadu_si256((const __m256i*)(const void*)a);
+                const __m256i vb = _mm256_loadu_si256((const __m256i*)(const void*)b);
+                const __m256i ea = _mm256_srai_epi16(_mm256_slli_epi16(va, 8), 8); /* a[2j], j < 16 */
+                const __m256i eb = _mm256_srai_epi16(_mm256_slli_epi16(vb, 8), 8);
+                const __m256i lo = _mm256_unpacklo_epi16(ea, eb), hi = _mm256_unpackhi_epi16(ea, eb);
+                _mm256_storeu_si256((__m256i*)(void*)d, _mm256_permute2x128_si256(lo, hi, 0x20));
+                _mm256_storeu_si256((__m256i*)(void*)(d + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+                continue;
+            }
+#endif
+            if (sw == 1) {
+                for (long j = 0; j < EDGEC_Q8_NR; ++j) {
+                    d[2 * j] = a[j];
+                    d[2 * j + 1] = (int16_t)(m * b[j]);
+                }
+            } else if (sw == 2) {
+                for (long j = 0; j < EDGEC_Q8_NR; ++j) {
+                    d[2 * j] = a[2 * j];
+                    d[2 * j + 1] = (int16_t)(m * b[2 * j]);
+                }
+            } else {
+                for (long j = 0; j < EDGEC_Q8_NR; ++j) {
+                    d[2 * j] = a[j * sw];
+                    d[2 * j + 1] = (int16_t)(m * b[j * sw]);
+                }
+            }
+        }
+        return;
+    }
+    long c = 0, kh = 0, kw = 0;
+    for (long k = 0; k < 2 * K2; ++k) {
+        int16_t* restrict d = bp + 2 * EDGEC_Q8_NR * (k / 2) + (k & 1);
+        const int8_t* restrict xc = x + c * HW;
+        const long dh = kh * p->dh, dw = kw * p->dw;
+        for (long j = 0; j < (k < K0 ? nj : 0); ++j) {
+            const long ih = ih0[j] + dh, iw = iw0[j] + dw;
+            d[2 * j] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? (int16_t)xc[ih * W + iw] : zx;
+        }
+        for (long j = k < K0 ? nj : 0; j < EDGEC_Q8_NR; ++j) d[2 * j] = 0; /* unused columns, the odd k */
+        if (++kw == KW) { /* next (c, kh, kw) */
+            kw = 0;
+            if (++kh == KH) {
+                kh = 0;
+                ++c;
+            }
+        }
+    }
+}
+
+/* One-group convolution as GEMM: blocks of up to nb panels of NR output pixels are packed from the input
+   (im2col, scratch bp: nb * K2 * NR * 2 int16), then every panel of MR output channels of the compile-time
+   packed weights wp (with its requantization parameters, set up once per block) meets each packed panel in
+   the register tile. */
+EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* restrict x, const int16_t* restrict wp,
+                                   const int32_t* restrict bias, const int32_t* restrict mult,
+                                   const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict bp, long nb)
+{
+    const long C = p->c, M = p->m, P = (long)p->oh * p->ow, K2 = ((long)C * p->kh * p->kw + 1) / 2;
+    const long PS = 2 * EDGEC_Q8_NR * K2; /* int16 per packed panel */
+    for (long n = 0; n < p->n; ++n) {
+        const int8_t* restrict xn = x + n * C * p->h * p->w;
+        int8_t* restrict yn = y + n * M * P;
+        for (long b0 = 0; b0 < P; b0 += nb * EDGEC_Q8_NR) {
+            const long b1 = b0 + nb * EDGEC_Q8_NR < P ? b0 + nb * EDGEC_Q8_NR : P;
+            for (long j0 = b0; j0 < b1; j0 += EDGEC_Q8_NR)
+                edgec_q8_pack_panel(p, xn, j0, b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR,
+                                    bp + (j0 - b0) / EDGEC_Q8_NR * PS);
+            for (long m0 = 0; m0 < M; m0 += EDGEC_Q8_MR) {
+                const long mr = M - m0 < EDGEC_Q8_MR ? M - m0 : EDGEC_Q8_MR;
+                edgec_q8_rq q[EDGEC_Q8_MR];
+                for (long r = 0; r < EDGEC_Q8_MR; ++r) {
+                    const long m = m0 + (r < mr ? r : 0), c = p->per_channel ? m : 0;
+                    q[r] = edgec_q8_rq_make(bias[m], mult[c], shift[c], p->y_zp, p->qmin, p->qmax, p->single);
+                }
+                const int16_t* restrict ap = wp + 2 * EDGEC_Q8_MR * K2 * (m0 / EDGEC_Q8_MR);
+                for (long j0 = b0; j0 < b1; j0 += EDGEC_Q8_NR)
+                    edgec_q8_tile(K2, ap, bp + (j0 - b0) / EDGEC_Q8_NR * PS, q, mr, yn + m0 * P + j0, P,
+                                  b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR);
+            }
+        }
+    }
+}
+
+/* 16 outputs of a depthwise 3x3 channel: output j reads rp[kh * pitch + j * s + {0, 1, 2}] (kh < 3), an
+   int16 plane padded with the input zero point; y: n <= 16 requantized outputs. */
+static inline void edgec_q8_dw16(const int16_t* restrict rp, long pitch, long s, const int8_t* restrict wc,
+                                 const edgec_q8_rq* q, int8_t* restrict y, long n)
+{
+#if EDGEC_Q8_AVX2
+    __m256i a = _mm256_setzero_si256(), b = a;
+    for (int kh = 0; kh < 3; ++kh) {
+        /* taps (kh, 0) and (kh, 1) are the adjacent pair at j * s, tap (kh, 2) the pair at j * s + 2 (weight 0 on
+           its second half) */
+        const __m256i w01 = _mm256_set1_epi32((int32_t)(((uint32_t)(uint16_t)wc[3 * kh + 1] << 16) |
+                                                        (uint32_t)(uint16_t)wc[3 * kh]));
+        const __m256i w2 = _mm256_set1_epi32((int32_t)(uint32_t)(uint16_t)wc[3 * kh + 2]);
+        const int16_t* restrict r = rp + kh * pitch;
+#define EDGEC_Q8_LD(off) _mm256_loadu_si256((const __m256i*)(const void*)(r + (off)))
+        if (s == 1) { /* a: even outputs 0, 2, .., 14; b: odd ones */
+            a = _mm256_add_epi32(a, _mm256_add_epi32(_mm256_madd_epi16(EDGEC_Q8_LD(0), w01),
+                                                     _mm256_madd_epi16(EDGEC_Q8_LD(2), w2)));
+            b = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_madd_epi16(EDGEC_Q8_LD(1), w01),
+                                                     _mm256_madd_epi16(EDGEC_Q8_LD(3), w2)));
+        } else { /* s == 2: a: outputs 0-7, b: 8-15 */
+            a = _mm256_add_epi32(a, _mm256_add_epi32(_mm256_madd_epi16(EDGEC_Q8_LD(0), w01),
+                                                     _mm256_madd_epi16(EDGEC_Q8_LD(2), w2)));
+            b = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_madd_epi16(EDGEC_Q8_LD(16), w01),
+                                                     _mm256_madd_epi16(EDGEC_Q8_LD(18), w2)));
+        }
+#undef EDGEC_Q8_LD
+    }
+    if (s == 1) /* interleave even and odd: outputs {0-3, 8-11} and {4-7, 12-15} */
+        edgec_q8_store16(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b), q, y, n);
+    else
+        edgec_q8_store16(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31), q, y, n);
+#else
+    int32_t t[16];
+    for (long j = 0; j < 16; ++j) {
+        const int16_t* restrict r = rp + j * s;
+        int32_t acc = 0;
+        for (int kh = 0; kh < 3; ++kh)
+            acc += wc[3 * kh] * r[kh * pitch] + wc[3 * kh + 1] * r[kh * pitch + 1] + wc[3 * kh + 2] * r[kh * pitch + 2];
+        t[j] = acc;
+    }
+    edgec_q8_requant16(t, q, y, n);
+#endif
+}
+
+/* Copies the input plane xc (H x W) into rows [ph, ph + H) and columns [pw, pw + W) of buf (rows x pitch wb):
+   the borders, written with the zero point once per layer, stay as they are. */
+static inline void edgec_q8_copy_plane(const int8_t* restrict xc, long H, long W, long ph, long pw, long rows, long wb,
+                                       int16_t* restrict buf)
+{
+    const long h1 = H < rows - ph ? H : rows - ph, w1 = W < wb - pw ? W : wb - pw;
+    for (long ih = 0; ih < h1; ++ih) {
+        int16_t* restrict br = buf + (ih + ph) * wb + pw;
+        const int8_t* restrict xr = xc + ih * W;
+        for (long iw = 0; iw < w1; ++iw) br[iw] = xr[iw];
+    }
+}
+
+/* Depthwise 3x3 (one input channel per output channel, dilation 1, stride s = 1 or 2 in both directions) over
+   one int16 plane per channel padded with the input zero point (scratch buf). Stride 1: the plane has pitch
+   OW + 2 and the outputs are computed over the flattened plane (output (oh, ow) at flat index
+   oh * (OW + 2) + ow; the two columns between rows are computed and dropped), requantized into the int8 tail
+   of buf and gathered; stride 2: row by row, 16 outputs at a time. */
+EDGEC_Q8_FN void edgec_q8_dw3x3(const edgec_q_conv_params* p, const int8_t* restrict x, const int8_t* restrict w,
+                               const int32_t* restrict bias, const int32_t* restrict mult,
+                               const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict buf)
+{
+    const long C = p->c, H = p->h, W = p->w, OH = p->oh, OW = p->ow, s = p->sh, P = OH * OW;
+    const long Wp = OW + 2, L = (OH - 1) * Wp + OW, LP = (L + 15) / 16 * 16; /* stride 1 */
+    const long WB = s * ((OW + 15) / 16 * 16) + 4, Hp = (OH - 1) * s + 3;   /* stride 2 */
+    const long rows = (LP + 2 * Wp + 4 + Wp - 1) / Wp; /* stride 1: whole rows covering every read */
+    const int16_t zx = (int16_t)p->x_zp;
+    int8_t* restrict flat = (int8_t*)(void*)(buf + rows * Wp);
+    const long nplane = s == 1 ? rows * Wp : Hp * WB;
+    for (long i = 0; i < nplane; ++i) buf[i] = zx; /* the padding, once */
+    for (long n = 0; n < p->n; ++n) {
+        for (long c = 0; c < C; ++c) {
+            const int8_t* restrict xc = x + (n * C + c) * H * W;
+            const int8_t* restrict wc = w + 9 * c;
+            const long k = p->per_channel ? c : 0;
+            const edgec_q8_rq q = edgec_q8_rq_make(bias[c], mult[k], shift[k], p->y_zp, p->qmin, p->qmax, p->single);
+            int8_t* restrict yc = y + (n * C + c) * P;
+            if (s == 1) {
+                edgec_q8_copy_plane(xc, H, W, p->ph, p->pw, rows, Wp, buf);
+                for (long t0 = 0; t0 < L; t0 += 16)
+                    edgec_q8_dw16(buf + t0, Wp, 1, wc, &q, flat + t0, 16);
+                for (long oh = 0; oh < OH; ++oh) memcpy(yc + oh * OW, flat + oh * Wp, (size_t)OW);
+            } else {
+                edgec_q8_copy_plane(xc, H, W, p->ph, p->pw, Hp, WB, buf);
+                for (long oh = 0; oh < OH; ++oh)
+                    for (long o0 = 0; o0 < OW; o0 += 16)
+                        edgec_q8_dw16(buf + oh * s * WB + o0 * s, WB, s, wc, &q, yc + oh * OW + o0,
+                                      OW - o0 < 16 ? OW - o0 : 16);
+            }
+        }
+    }
+}
+
+/* Elementwise Add/Sub of same-shaped int8 tensors (TFLite parameters; a, b and y may alias): in the case
+   edgec_q_add_s8 runs branch-free (no saturation), 16 elements at a time with AVX2; everything else, and the
+   portable build, by edgec_q_add_s8. */
+EDGEC_Q8_FN void edgec_q8_add(const edgec_q_add_params* p, const int8_t* a, const int8_t* b, int8_t* y)
+{
+    long i = 0;
+#if EDGEC_Q8_AVX2
+    if (!p->single && p->s1 <= 0 && p->s2 <= 0 && p->so <= 0 && p->s1 >= -31 && p->s2 >= -31 && p->so >= -31 &&
+        p->left_shift >= 0 && p->left_shift <= 22 && p->m1 >= 0 && p->m2 >= 0 && p->mo >= 0) {
+        const __m256i o1 = _mm256_set1_epi32(p->in1_offset), o2 = _mm256_set1_epi32(p->in2_offset);
+        const __m256i m1 = _mm256_set1_epi32(p->m1), m2 = _mm256_set1_epi32(p->m2), mo = _mm256_set1_epi32(p->mo);
+        const __m128i ls = _mm_cvtsi32_si128(p->left_shift);
+        const __m128i e1 = _mm_cvtsi32_si128(-p->s1), e2 = _mm_cvtsi32_si128(-p->s2), eo = _mm_cvtsi32_si128(-p->so);
+        const int32_t k1 = (int32_t)(((uint32_t)1 << -p->s1) - 1u), k2 = (int32_t)(((uint32_t)1 << -p->s2) - 1u);
+        const int32_t ko = (int32_t)(((uint32_t)1 << -p->so) - 1u);
+        const __m256i mk1 = _mm256_set1_epi32(k1), h1 = _mm256_set1_epi32(k1 >> 1);
+        const __m256i mk2 = _mm256_set1_epi32(k2), h2 = _mm256_set1_epi32(k2 >> 1);
+        const __m256i mko = _mm256_set1_epi32(ko), ho = _mm256_set1_epi32(ko >> 1);
+        const __m256i oo = _mm256_set1_epi32(p->out_offset), lo = _mm256_set1_epi32(p->qmin);
+        const __m256i hi = _mm256_set1_epi32(p->qmax);
+        for (; i + 16 <= p->size; i += 16) {
+            const __m128i va = _mm_loadu_si128((const __m128i*)(const void*)(a + i));
+            const __m128i vb = _mm_loadu_si128((const __m128i*)(const void*)(b + i));
+            __m256i r[2];
+            for (int h = 0; h < 2; ++h) { /* elements 0-7, then 8-15 */
+                const __m128i ha = h ? _mm_srli_si128(va, 8) : va, hb = h ? _mm_srli_si128(vb, 8) : vb;
+                const __m256i xa = _mm256_sll_epi32(_mm256_add_epi32(_mm256_cvtepi8_epi32(ha), o1), ls);
+                const __m256i xb = _mm256_sll_epi32(_mm256_add_epi32(_mm256_cvtepi8_epi32(hb), o2), ls);
+                const __m256i sa = edgec_q8_rdbpot8(edgec_q8_srdhm8(xa, m1), e1, mk1, h1);
+                const __m256i sb = edgec_q8_rdbpot8(edgec_q8_srdhm8(xb, m2), e2, mk2, h2);
+                const __m256i raw = p->sub ? _mm256_sub_epi32(sa, sb) : _mm256_add_epi32(sa, sb);
+                const __m256i v = _mm256_add_epi32(edgec_q8_rdbpot8(edgec_q8_srdhm8(raw, mo), eo, mko, ho), oo);
+                r[h] = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+            }
+            const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(r[0], r[1]), 0xD8); /* 0-7 | 8-15 */
+            _mm_storeu_si128((__m128i*)(void*)(y + i),
+                             _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+        }
+    }
+#endif
+    if (i < p->size) {
+        edgec_q_add_params rest = *p;
+        rest.size = (int32_t)(p->size - i);
+        (void)edgec_q_add_s8(&rest, a + i, b + i, y + i);
+    }
+}
+"""
+
+K.HELPERS["q8_fast"] = _HELPER
+K.HELPER_DEPS["q8_fast"] = ("q_common", "q_kernels")  # falls back to the generic kernels (edgec_q_add_s8)
+
+
+def pack_weights_pairs(w: np.ndarray) -> np.ndarray:
+    """[M, C, KH, KW] int8 -> ``[ceil(M/MR)][ceil(K/2)][MR][2]`` int16 (K = C*KH*KW; zero-padded rows and k)."""
+    m = int(w.shape[0])
+    k0 = int(np.prod(w.shape[1:]))
+    mp, k2 = -(-m // MR) * MR, -(-k0 // 2)
+    a = np.zeros((mp, 2 * k2), np.int16)
+    a[:m, :k0] = np.asarray(w, np.int64).reshape(m, k0)
+    return np.ascontiguousarray(a.reshape(mp // MR, MR, k2, 2).transpose(0, 2, 1, 3).reshape(-1))
+
+
+def _packed_int16(k: KernelContext, base: Value) -> Value:
+    """The packed-pairs copy of the constant weight ``base`` (cached: layers sharing a weight share it)."""
+    cache = k.__dict__.setdefault("_q8_packed", {})
+    if id(base) not in cache:
+        arr = pack_weights_pairs(np.asarray(base.const.numpy()))
+        cache[id(base)] = (base, Value(f"{base.name}_q8pairs", TensorType(DType.INT16, Shape((arr.size,))),
+                                       ArrayTensor(arr)))
+    return cache[id(base)][1]
+
+
+def fast_add(code: K.NodeCode) -> K.NodeCode:
+    """An inline-CPU same-shape ``edgec.QAdd`` (``code`` from the generic generator) through ``edgec_q8_add``."""
+    call = "(void)edgec_q_add_s8(&p, "
+    assert call in code.body, code.body
+    code.body = code.body.replace(call, "edgec_q8_add(&p, ")
+    code.helpers = ["q8_fast"]
+    return code
+
+
+def _int16_scratch(code: K.NodeCode) -> K.NodeCode:
+    """The layer's scratch pointer ``s0`` as ``int16_t*`` (the emitter's default is ``float*``)."""
+    code.scratch_ctype = "int16_t"  # type: ignore[attr-defined]
+    return code
+
+
+def _dw_scratch(f: Dict[str, int]) -> int:
+    """Bytes of working memory of ``edgec_q8_dw3x3`` (the same sizes as its C)."""
+    oh, ow, s = f["oh"], f["ow"], f["sh"]
+    if s == 1:
+        wp = ow + 2
+        lp = -(-((oh - 1) * wp + ow) // 16) * 16
+        rows = -(-(lp + 2 * wp + 4) // wp)
+        return 2 * rows * wp + lp  # the plane, then the flat int8 outputs
+    return 2 * ((oh - 1) * s + 3) * (s * (-(-ow // 16) * 16) + 4)
+
+
+def _gemm_pays(f: Dict[str, int]) -> bool:
+    """Whether the pixel-panel GEMM beats the generic kernel (measured on the benchmark models): not on tiny
+    planes, where a 16-pixel panel is mostly padding and a full convolution's im2col is all border."""
+    pixels = f["oh"] * f["ow"]
+    pointwise = f["kh"] == f["kw"] == 1 and f["sh"] == f["sw"] == 1 and f["ph"] == f["pw"] == 0
+    return pixels >= NR // 2 and (pointwise or pixels > NR)
+
+
+def _dw_pays(f: Dict[str, int]) -> bool:
+    """Whether the plane-wise depthwise kernel beats the generic one, whose tiny-plane path (planes up to 8x8,
+    double rounding) runs 8 channels per vector: only from stride-1 planes above 4x4 on."""
+    tiny = f["oh"] <= 8 and f["ow"] <= 8 and not f["single"]
+    return not (tiny and (f["sh"] == 2 or f["oh"] * f["ow"] <= 16))
+
+
+def fast_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.NodeCode]:
+    """The fast kernel call of an inline-CPU ``edgec.QConv`` with the conv parameters ``f``, or None when no
+    fast kernel takes it (int64 accumulation, runtime weights, grouped non-depthwise layers, tiny planes)."""
+    if f["acc64"] or not node.input(1).is_constant():
+        return None
+    init = "{" + ", ".join(f".{n} = {int(v)}" for n, v in f.items()) + "}"
+    head = f"    static const edgec_q_conv_params p = {init};\n"
+    if f["groups"] == 1 and _gemm_pays(f):
+        k2 = (f["c"] * f["kh"] * f["kw"] + 1) // 2
+        ops = list(node.inputs)
+        ops[1] = _packed_int16(k, node.input(1))
+        panels = -(-f["oh"] * f["ow"] // NR)
+        nb = max(1, min(panels, GEMM_BLOCK_INT16 // (2 * NR * k2)))  # packed panels per block
+        body = head + f"    edgec_q8_conv_gemm(&p, x0, x1, x2, x3, x4, y0, s0, {nb});\n"
+        return _int16_scratch(K.NodeCode(ops, body, ["q8_fast"], typed=True, scratch=2 * 2 * NR * k2 * nb))
+    dw3 = (f["groups"] == f["c"] == f["m"] and f["kh"] == f["kw"] == 3 and f["dh"] == f["dw"] == 1
+           and f["sh"] == f["sw"] and f["sh"] in (1, 2))
+    if dw3 and _dw_pays(f):
+        body = head + "    edgec_q8_dw3x3(&p, x0, x1, x2, x3, x4, y0, s0);\n"
+        return _int16_scratch(K.NodeCode(list(node.inputs), body, ["q8_fast"], typed=True, scratch=_dw_scratch(f)))
+    return None

@@ -1,0 +1,183 @@
+"""The fast int8 C kernels of the inline CPU placement (``kernels_int8_fast``: register-blocked int16 GEMM with
+compile-time packed weights, vectorized depthwise 3x3, vectorized requantization) are bit-exact with
+``edgec.quant.reference.run_integer`` on every blocking remainder: output channels not a multiple of the
+register tile, odd patch lengths, partial pixel panels, 1x1 with stride 2 (packed like a full convolution),
+full convolutions whose panels are inside / on the border of the input, depthwise stride 1 (flattened planes)
+and stride 2 (rows, partial vectors), Add (16-element vectors and a tail); per-channel and per-tensor weights,
+double and single rounding, both placements. Each configuration is built three times: the AVX2 path
+(-march=native), the same under ASan/UBSan (-mavx2), and the portable C path (-DEDGEC_Q8_PORTABLE); all
+warnings are errors."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from edgec.backends.c import write_c
+from edgec.backends.c.integerize import check_int8, compile_int8
+from edgec.backends.c.kernels_int8_fast import MR, pack_weights_pairs
+from edgec.backends.c.verify import build
+from edgec.frontend.onnx_import import from_proto
+from edgec.ir.parser import parse_model
+from edgec.ir.printer import print_model
+from edgec.passmanager import PassContext, PassManager, PassManagerOptions
+from edgec.quant.data import load_calibration
+
+RNG = np.random.default_rng(23)
+SHAPE = (1, 3, 40, 36)
+
+
+def _has_avx2() -> bool:
+    try:
+        return " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+AVX2 = _has_avx2()
+
+
+def _w(name: str, shape: Sequence[int], s: float = 0.3) -> onnx.TensorProto:
+    return nh.from_array((RNG.standard_normal(shape) * s).astype(np.float32), name)
+
+
+def fast_net() -> onnx.ModelProto:
+    """MobileNet-like layers whose shapes hit the remainders of the fast kernels (comments: GEMM M, K, P)."""
+    nodes = [
+        h.make_node("Conv", ["x", "w0", "b0"], ["c0"], strides=[2, 2], pads=[1, 1, 1, 1]),  # M 10, K 27, 20x18
+        h.make_node("Relu", ["c0"], ["r0"]),
+        h.make_node("Conv", ["r0", "wd0", "bd0"], ["d0"], group=10, pads=[1, 1, 1, 1]),  # dw s1, 20x18
+        h.make_node("Conv", ["d0", "wp0", "bp0"], ["p0"]),  # pointwise M 7, K 10, P 360
+        h.make_node("Clip", ["p0", "zero", "six"], ["r1"]),
+        h.make_node("Conv", ["r1", "wp1", "bp1"], ["p1"]),  # pointwise M 13, K 7 (odd)
+        h.make_node("Relu", ["p1"], ["r2"]),
+        h.make_node("Conv", ["r2", "wd1", "bd1"], ["d1"], group=13, strides=[2, 2], pads=[1, 1, 1, 1]),  # dw s2, 10x9
+        # dw s2 to 5x5: the generic tiny-plane kernel
+        h.make_node("Conv", ["d1", "wd2", "bd2"], ["d2"], group=13, strides=[2, 2], pads=[1, 1, 1, 1]),
+        h.make_node("Conv", ["d2", "wd3", "bd3"], ["d3"], group=13, pads=[1, 1, 1, 1]),  # dw s1 on 5x5 (flat)
+        h.make_node("Conv", ["d3", "wp2", "bp2"], ["y"]),  # pointwise M 5, K 13, P 25
+        h.make_node("Conv", ["r2", "ws", "bs"], ["y2"], strides=[2, 2]),  # 1x1 stride 2: M 6, K 13, P 90
+        h.make_node("Conv", ["r1", "wf", "bf"], ["y3"]),  # 3x3 pad 0: M 9, K 63, 18x16 (panels inside)
+        h.make_node("Conv", ["x", "wg", "bg"], ["y4"], strides=[1, 2], pads=[0, 1, 0, 1]),  # M 4, K 27, 38x18
+        h.make_node("Add", ["p1", "r2"], ["y5"]),  # 4680 elements: 16-element vectors and a tail
+    ]
+    inits = [_w("w0", [10, 3, 3, 3], 0.3), _w("b0", [10], 0.1), _w("wd0", [10, 1, 3, 3]), _w("bd0", [10], 0.1),
+             _w("wp0", [7, 10, 1, 1]), _w("bp0", [7], 0.1), _w("wp1", [13, 7, 1, 1]), _w("bp1", [13], 0.1),
+             _w("wd1", [13, 1, 3, 3]), _w("bd1", [13], 0.1), _w("wd2", [13, 1, 3, 3]), _w("bd2", [13], 0.1),
+             _w("wd3", [13, 1, 3, 3]), _w("bd3", [13], 0.1), _w("wp2", [5, 13, 1, 1]), _w("bp2", [5], 0.1),
+             _w("ws", [6, 13, 1, 1]), _w("bs", [6], 0.1), _w("wf", [9, 7, 3, 3], 0.15), _w("bf", [9], 0.1),
+             _w("wg", [4, 3, 3, 3], 0.3), _w("bg", [4], 0.1),
+             nh.from_array(np.array(0.0, np.float32), "zero"), nh.from_array(np.array(6.0, np.float32), "six")]
+    outs = [h.make_tensor_value_info(n, T.FLOAT, None) for n in ("y", "y2", "y3", "y4", "y5", "d0")]
+    g = h.make_graph(nodes, "fastnet", [h.make_tensor_value_info("x", T.FLOAT, list(SHAPE))], outs, inits)
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 21)])
+
+
+def _quantize(proto: onnx.ModelProto, cal: Dict[str, np.ndarray], per_channel: bool) -> Any:
+    from edgec.api import optimize
+
+    m = from_proto(proto)
+    optimize(m, opt_level=2, target="c")
+    path = Path(tempfile.mkdtemp()) / "cal.npz"
+    np.savez(path, **cal)
+    ctx = PassContext(resources={"calibration": load_calibration(str(path), m),
+                                 "target": {"name": "c", "contrib_ops": False}})
+    opts = "activations=int8" + ("" if per_channel else ",per-channel=false")
+    PassManager.with_options("quantize{" + opts + "},dce", PassManagerOptions(verify_each=True), ctx=ctx).run(m)
+    return m
+
+
+@pytest.fixture(scope="module")
+def models() -> Dict[bool, Any]:
+    proto = fast_net()
+    cal = {"x": RNG.uniform(-1.0, 2.0, (8,) + SHAPE[1:]).astype(np.float32)}
+    return {pc: _quantize(proto, cal, pc) for pc in (True, False)}
+
+
+def _samples() -> List[Dict[str, np.ndarray]]:
+    s = [{"x": RNG.uniform(-1.5, 2.5, SHAPE).astype(np.float32)} for _ in range(2)]
+    s.append({"x": np.full(SHAPE, 40.0, np.float32)})  # saturating accumulators and clamps
+    s.append({"x": np.full(SHAPE, -40.0, np.float32)})
+    return s
+
+
+def test_pack_weights_pairs_layout() -> None:
+    """Panel q, pair kk, row r: (w[q*MR + r, 2kk], w[q*MR + r, 2kk + 1]); padded rows and the odd k are 0."""
+    w = RNG.integers(-128, 128, (6, 5, 1, 1)).astype(np.int8)
+    a = pack_weights_pairs(w)
+    k2 = 3
+    assert a.dtype == np.int16 and a.size == 2 * MR * 2 * k2
+    for m in range(8):
+        for k in range(6):
+            v = a[(m // MR) * 2 * MR * k2 + (k // 2) * 2 * MR + (m % MR) * 2 + k % 2]
+            assert v == (int(w[m, k, 0, 0]) if m < 6 and k < 5 else 0)
+
+
+BUILDS = [("native", ["-march=native"], False), ("sanitized", ["-mavx2"] if AVX2 else [], True),
+          ("portable", ["-DEDGEC_Q8_PORTABLE"], False)]
+
+
+@pytest.mark.parametrize("per_channel, rounding, place", [
+    (True, "double", None), (False, "double", None), (True, "single", None), (True, "double", "npu")])
+def test_fast_kernels_bit_exact(per_channel: bool, rounding: str, place: Any, models: Any, tmp_path: Path) -> None:
+    qdq = models[per_channel]
+    placement = (lambda n: "npu") if place == "npu" else None  # default: inline CPU kernels (the fast ones)
+    code, res = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", rounding=rounding,
+                             placement=placement)
+    assert not res.float_regions and not res.float_nodes, res.summary()
+    src = code.files["model.c"]
+    if place is None:  # the fast kernels: 7 GEMMs (groups 1), the depthwise 3x3 (with double rounding not the
+        # s2 one to 5x5: the generic tiny-plane kernel), Add
+        dw = 4 if rounding == "single" else 3
+        assert src.count("    edgec_q8_conv_gemm(&p,") == 7 and src.count("    edgec_q8_dw3x3(&p,") == dw
+        assert src.count("    edgec_q8_add(&p,") == 1
+    else:
+        assert "edgec_q8_" not in src
+    write_c(code, str(tmp_path))
+    samples = _samples()
+    for label, flags, sanitize in BUILDS:
+        prog = build(str(tmp_path), code.report, opt="-O1" if sanitize else "-O2", sanitize=sanitize,
+                     extra_flags=flags)
+        chk = check_int8(prog, code, qdq, samples, rounding=rounding, io=res.io)
+        assert chk.ok and chk.max_float_diff == 0.0, f"{label}: {chk.summary()}"
+
+
+def test_tiny_planes_keep_the_generic_kernels() -> None:
+    """The thresholds: panels of 16 pixels need at least 8 of them (full convolutions more than 16); the
+    generic depthwise kernel keeps stride-2 planes up to 8x8 and stride-1 planes up to 4x4."""
+    from edgec.backends.c.kernels_int8_fast import _dw_pays, _gemm_pays
+
+    conv = {"kh": 3, "kw": 3, "sh": 1, "sw": 1, "ph": 1, "pw": 1, "single": 0}
+    pw = {**conv, "kh": 1, "kw": 1, "ph": 0, "pw": 0}
+    assert not _gemm_pays({**pw, "oh": 2, "ow": 2}) and _gemm_pays({**pw, "oh": 3, "ow": 3})
+    assert not _gemm_pays({**conv, "oh": 4, "ow": 4}) and _gemm_pays({**conv, "oh": 5, "ow": 5})
+    assert not _dw_pays({**conv, "oh": 4, "ow": 4}) and _dw_pays({**conv, "oh": 5, "ow": 5})
+    assert not _dw_pays({**conv, "sh": 2, "oh": 8, "ow": 8}) and _dw_pays({**conv, "sh": 2, "oh": 9, "ow": 8})
+    assert _dw_pays({**conv, "single": 1, "oh": 3, "ow": 3})  # the generic tiny path is double rounding only
+
+
+def test_avx2_path_is_compiled(tmp_path: Path) -> None:
+    """-mavx2 selects the intrinsics, -DEDGEC_Q8_PORTABLE the C loops (the paths the builds above compare)."""
+    from edgec.backends.c.kernels import HELPERS
+
+    probe = tmp_path / "probe.c"
+    probe.write_text("#include <stdint.h>\n" + HELPERS["q8_fast"].split("#define EDGEC_Q8_MR")[0] +
+                     "int edgec_q8_probe(void) { return EDGEC_Q8_AVX2; }\n")
+    import subprocess
+
+    def avx(flags: List[str]) -> str:
+        out = subprocess.run(["cc", "-E", "-dM", *flags, str(probe)], capture_output=True, text=True, check=True)
+        return next(line for line in out.stdout.splitlines() if line.startswith("#define EDGEC_Q8_AVX2"))
+
+    assert avx(["-DEDGEC_Q8_PORTABLE", "-mavx2"]).endswith(" 0")
+    assert avx(["-mno-avx2"]).endswith(" 0")
+    if AVX2:
+        assert avx(["-mavx2"]).endswith(" 1")
