@@ -303,6 +303,10 @@ def _written_size(path: str) -> int:
 @click.option("--int8-softmax", is_flag=True,
               help="--quantize int8 --target c: Softmax in int8 too (TFLite integer softmax, output scale 1/256), "
                    "instead of float between a dequantize and a quantize.")
+@click.option("--int8-kernels", type=click.Choice(["auto", "fast", "compact"]), default="auto", show_default=True,
+              help="--quantize int8 --target c, CPU layers: fast (weights packed as int16 pairs for register-blocked "
+                   "kernels: about 2x the weight bytes) or compact (int8 weights, the least flash); auto: compact "
+                   "with --target-desc, fast without.")
 @click.option("--target-desc", "target_desc", default=None, metavar="FILE.toml",
               help="C target: the chip (NPU ops and limits, SRAM/flash, MACs per cycle, bandwidth, rounding; format "
                    "in docs/target-description.md). Places every layer on the NPU (HAL calls) or the CPU, checks the "
@@ -334,7 +338,8 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
     """Compile an ONNX MODEL: load, pin shapes, optimize (default -O2), verify, save."""
     quant = {k: kw.pop(k) for k in _QUANT_KEYS}
     prune = {k: kw.pop(k) for k in _PRUNE_KEYS}
-    int8_opts = {"int8_io": kw.pop("int8_io"), "rounding": kw.pop("int8_rounding"), "int8_softmax": kw.pop("int8_softmax")}
+    int8_opts = {"int8_io": kw.pop("int8_io"), "rounding": kw.pop("int8_rounding"), "int8_softmax": kw.pop("int8_softmax"),
+                 "int8_kernels": kw.pop("int8_kernels")}
     target_desc = kw.pop("target_desc")
     if target_desc is not None and target != "c":
         raise click.UsageError("--target-desc needs --target c")
@@ -349,8 +354,10 @@ def compile_cmd(state: _State, model_path: str, output: str, target: str, ort_co
         _compile_c_quantized(state, model_path, output, input_shape, c_name, c_verify, kw, quant, prune,
                              ort_contrib_ops, target_desc=tdesc, **int8_opts)
         return
-    if int8_opts["int8_io"] or int8_opts["rounding"] is not None or int8_opts["int8_softmax"]:
-        raise click.UsageError("--int8-io, --int8-rounding and --int8-softmax need --quantize int8 --target c")
+    if int8_opts["int8_io"] or int8_opts["rounding"] is not None or int8_opts["int8_softmax"] \
+            or int8_opts["int8_kernels"] != "auto":
+        raise click.UsageError("--int8-io, --int8-rounding, --int8-softmax and --int8-kernels need --quantize int8 "
+                               "--target c")
     if target == "c":
         given = [f for k, f in {**_QUANT_FLAGS, **_PRUNE_FLAGS}.items()
                  if {**quant, **prune}[k] not in (None, False, "minmax", 300.0, "unstructured", "magnitude", "dense", "auto")]
@@ -478,7 +485,7 @@ def _compile_c_quantized(state: _State, model_path: str, out_dir: str, input_sha
                          verify_c: bool, kw: Dict[str, Any], q: Dict[str, Any], prune: Dict[str, Any],
                          ort_contrib_ops: bool, *, int8_io: bool = False, rounding: str = "double",
                          placement: Optional[Callable[[Any], str]] = None, runs: int = 3,
-                         target_desc: Any = None, int8_softmax: bool = False) -> None:
+                         target_desc: Any = None, int8_softmax: bool = False, int8_kernels: str = "auto") -> None:
     """`compile --quantize int8 --target c`: -O preset, int8 QDQ quantization (int8 activations), integer IR,
     integer-only C (NPU layers through the HAL of ``placement``, default all), report; --verify compares the
     built C with the integer reference (edgec.quant.reference.run_integer) bit for bit."""
@@ -557,8 +564,10 @@ def _compile_c_quantized(state: _State, model_path: str, out_dir: str, input_sha
         from .targets import unit_of
 
         placement = unit_of(target_desc)
+    if int8_kernels == "auto":  # a described chip counts its flash; a host build wants speed
+        int8_kernels = "compact" if target_desc is not None else "fast"
     code, res = compile_int8(model, name, rounding=rounding, int8_io=int8_io, placement=placement,
-                             source=os.path.basename(model_path))
+                             source=os.path.basename(model_path), int8_kernels=int8_kernels)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise EdgecError(f"--target c writes a directory, but {out_dir} is a file")
     tline = _with_target_report(model, code, target_desc) if target_desc is not None else ""

@@ -181,3 +181,21 @@ def test_avx2_path_is_compiled(tmp_path: Path) -> None:
     assert avx(["-mno-avx2"]).endswith(" 0")
     if AVX2:
         assert avx(["-mavx2"]).endswith(" 1")
+
+
+def test_compact_kernels_keep_int8_weights(models: Any, tmp_path: Path) -> None:
+    """``int8_kernels="compact"`` (the default with a target description: flash counts) keeps the CPU
+    convolution weights int8 and the generic kernels; the outputs are the same bits as the fast kernels'."""
+    qdq = models[True]
+    fast, _ = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model")
+    compact, res = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", int8_kernels="compact")
+    src = compact.files["model.c"]
+    assert "    edgec_q8_conv_gemm(&p," not in src and "    edgec_q8_dw3x3(&p," not in src
+    wf, wc = fast.report["weights"]["bytes"], compact.report["weights"]["bytes"]
+    assert wc < 0.75 * wf, (wc, wf)
+    write_c(compact, str(tmp_path))
+    prog = build(str(tmp_path), compact.report, opt="-O1", sanitize=True)
+    chk = check_int8(prog, compact, qdq, _samples(), rounding="double", io=res.io)
+    assert chk.ok and chk.max_float_diff == 0.0, chk.summary()
+    with pytest.raises(Exception, match="expected fast or compact"):
+        compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", int8_kernels="small")

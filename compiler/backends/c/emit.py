@@ -218,11 +218,14 @@ def _dropout_is_identity(n: Any, opset: int) -> bool:
     return r is not None and float(np.asarray(r).reshape(-1)[0]) == 0.0
 
 
-def generate_c(model: Model, name: str = "model", *, source: str = "", placement: Optional[Any] = None) -> CCode:
+def generate_c(model: Model, name: str = "model", *, source: str = "", placement: Optional[Any] = None,
+               int8_kernels: str = "fast") -> CCode:
     """C code for ``model`` (optimized, static shapes) with prefix ``name``.
 
     ``placement(node) -> "npu" | "cpu"`` places the integer layers (:mod:`.kernels_int8`): NPU layers
-    call the accelerator HAL (``<name>_npu.h``), CPU layers inline C; default: every one on "npu".
+    call the accelerator HAL (``<name>_npu.h``), CPU layers inline C; default: every one on "cpu".
+    ``int8_kernels``: "fast" packs CPU convolution weights as int16 pairs for the register-blocked
+    kernels of :mod:`.kernels_int8_fast`, "compact" keeps them int8 (half the weight bytes).
     """
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in _C_KEYWORDS:
         raise EdgecError(f"--name '{name}' is not a C identifier")
@@ -237,6 +240,7 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
     opset = model.opset("") or 21
     kctx = K.KernelContext(opset)
     kctx.placement = placement  # type: ignore[attr-defined]  # read by the int8 generators
+    kctx.int8_kernels = int8_kernels  # type: ignore[attr-defined]  # "fast" | "compact" (kernels_int8)
     _prepare_dropout(model, opset)
     nodes = list(g)
     for n in nodes:

@@ -552,8 +552,12 @@ def integerize(model: Model, *, rounding: str = "double", int8_io: bool = False)
 
 
 def compile_int8(model: Model, name: str = "model", *, rounding: str = "double", int8_io: bool = False,
-                 placement: Optional[Placement] = None, source: str = "") -> Tuple[Any, IntegerizeResult]:
+                 placement: Optional[Placement] = None, source: str = "",
+                 int8_kernels: str = "fast") -> Tuple[Any, IntegerizeResult]:
     """QDQ ``model`` (changed in place) -> integer IR -> C. Returns ``(CCode, IntegerizeResult)``.
+
+    ``int8_kernels``: "fast" (CPU convolutions on weights packed as int16 pairs, :mod:`.kernels_int8_fast`)
+    or "compact" (int8 weights: half the weight bytes, slower on a host CPU).
 
     The header gets ``<NAME>_<IO>_SCALE`` / ``_ZERO_POINT`` macros of every int8 input/output;
     the report gets ``int8`` (rounding, integer/float regions, per-layer overflow bounds).
@@ -562,7 +566,9 @@ def compile_int8(model: Model, name: str = "model", *, rounding: str = "double",
     from .kernels import flit
 
     res = integerize(model, rounding=rounding, int8_io=int8_io)
-    code = generate_c(model, name, source=source, placement=placement)
+    if int8_kernels not in ("fast", "compact"):
+        raise UnsupportedModelError(f"int8 kernels '{int8_kernels}': expected fast or compact")
+    code = generate_c(model, name, source=source, placement=placement, int8_kernels=int8_kernels)
     up = name.upper()
     macros = []
     for t in code.report["inputs"] + code.report["outputs"]:

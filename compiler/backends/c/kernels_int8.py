@@ -985,7 +985,7 @@ def gen_qconv(node: Node, k: KernelContext) -> NodeCode:
                  macs=int(np.prod(y)) * int(np.prod(w[1:])))
     from .kernels_int8_fast import fast_conv  # imported here: its helper comes after q_common
 
-    fast = fast_conv(node, k, fields) if where == "cpu" else None
+    fast = fast_conv(node, k, fields) if where == "cpu" and getattr(k, "int8_kernels", "fast") == "fast" else None
     if fast is not None:  # register-blocked GEMM / vectorized depthwise (kernels_int8_fast)
         fast.macs, fast.report = code.macs, code.report  # type: ignore[attr-defined]
         return fast
