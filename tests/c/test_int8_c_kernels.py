@@ -6,7 +6,6 @@ HAL and inline placements; built with the sanitizers."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -20,11 +19,10 @@ from onnx import numpy_helper as nh
 from edgec.backends.c import write_c
 from edgec.backends.c.integerize import check_int8, compile_int8
 from edgec.backends.c.verify import build
-from edgec.frontend.onnx_import import from_proto
 from edgec.ir.parser import parse_model
 from edgec.ir.printer import print_model
-from edgec.passmanager import PassContext, PassManager, PassManagerOptions
-from edgec.quant.data import load_calibration
+
+from int8_util import quantize_for_c
 
 RNG = np.random.default_rng(11)
 
@@ -75,18 +73,7 @@ def block_net() -> onnx.ModelProto:
     return h.make_model(g, opset_imports=[h.make_opsetid("", 21)])
 
 
-def _quantize(proto: onnx.ModelProto, cal: Dict[str, np.ndarray], per_channel: bool) -> Any:
-    from edgec.api import optimize
-
-    m = from_proto(proto)
-    optimize(m, opt_level=2, target="c")
-    path = Path(tempfile.mkdtemp()) / "cal.npz"
-    np.savez(path, **cal)
-    ctx = PassContext(resources={"calibration": load_calibration(str(path), m),
-                                 "target": {"name": "c", "contrib_ops": False}})
-    opts = "activations=int8" + ("" if per_channel else ",per-channel=false")
-    PassManager.with_options("quantize{" + opts + "},dce", PassManagerOptions(verify_each=True), ctx=ctx).run(m)
-    return m
+_quantize = quantize_for_c
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,30 @@
+"""Shared by the int8 C tests: a float ONNX model -> the QDQ IR the C target integerizes."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import onnx
+
+from edgec.frontend.onnx_import import from_proto
+from edgec.passmanager import PassContext, PassManager, PassManagerOptions
+from edgec.quant.data import load_calibration
+
+
+def quantize_for_c(proto: onnx.ModelProto, cal: Dict[str, np.ndarray], per_channel: bool = True) -> Any:
+    """``-O2`` for the C target, then ``quantize{activations=int8}`` (per-tensor weights without
+    ``per_channel``) with ``cal`` as calibration data; the verifier runs after each pass."""
+    from edgec.api import optimize
+
+    m = from_proto(proto)
+    optimize(m, opt_level=2, target="c")
+    path = Path(tempfile.mkdtemp()) / "cal.npz"
+    np.savez(path, **cal)
+    ctx = PassContext(resources={"calibration": load_calibration(str(path), m),
+                                 "target": {"name": "c", "contrib_ops": False}})
+    opts = "activations=int8" + ("" if per_channel else ",per-channel=false")
+    PassManager.with_options("quantize{" + opts + "},dce", PassManagerOptions(verify_each=True), ctx=ctx).run(m)
+    return m
