@@ -12,6 +12,13 @@ int4 values are packed two per byte (low nibble first), so an fp32 weight shrink
 scale per block). With ``scale-search`` (default) each block's scale is the one, among a few
 clipping ratios of its range, with the least squared error (:func:`edgec.quant.scheme.search_weight_params`).
 
+``method``: ``rtn`` rounds every weight to nearest; ``gptq`` (:mod:`edgec.quant.gptq`) needs
+calibration data (``ctx.resources['calibration']``, the CLI's ``--calibration``): one streamed
+onnxruntime pass collects ``X^T X`` of every MatMul/Gemm input, then each weight is quantized row by
+row along K with the rounding error compensated on the rows still to come, in the same blocked
+format. ``auto`` (default) is ``gptq`` when calibration data is given, ``rtn`` otherwise. Gather
+tables are always round-to-nearest (a lookup has no input to compensate over).
+
 Constant ``Gather`` tables (embeddings) along axis 0, option ``gather``:
 
 - ``block``: ``com.microsoft.GatherBlockQuantized(table_u8 [V, D*bits/8], ids, scales [V, D/block],
@@ -35,7 +42,7 @@ from edgec.ir import Model, Node
 from edgec.ir.dtypes import DType
 from edgec.ir.types import Shape, TensorType
 from edgec.passmanager import Pass, PassContext, register_pass
-from edgec.quant import scheme
+from edgec.quant import gptq, scheme
 from edgec.quant.qdq import adopt_source_names, gather_table, quantized_gather, quantized_weight, require_opset
 from edgec.rewrite import constant_value
 
@@ -64,6 +71,8 @@ class QuantizeWeights(Pass):
     or matmulnbits (ORT contrib op); ``gather`` auto, block, int8 or none (see the module
     docstring) with ``gather-block-size`` (0: ``block-size``; default 128: embeddings lose little
     and their scales weigh 4x less); weights with fewer than ``min-size`` elements stay float.
+    ``method`` auto, rtn or gptq (see the module docstring), ``damp`` GPTQ's Hessian damping
+    (fraction of its mean diagonal).
     """
 
     name = "quantize-weights"
@@ -79,6 +88,8 @@ class QuantizeWeights(Pass):
     gather_block_size: int = 128
     min_size: int = 1024
     exclude: List[str] = []
+    method: Literal["auto", "rtn", "gptq"] = "auto"
+    damp: float = gptq.DAMP
 
     def run(self, model: Model, ctx: PassContext) -> bool:
         if self.bits not in (4, 8):
@@ -96,6 +107,7 @@ class QuantizeWeights(Pass):
         before = initializer_bytes(model)
         report: List[Dict[str, Any]] = []
         gather = self.gather if self.gather != "auto" else ("block" if self.format == "matmulnbits" else "int8")
+        self._factors = self._gptq_factors(model, ctx)  # before any rewrite: statistics of the float model
         for n in list(g):
             if n.name in self.exclude or n.domain != "":
                 continue
@@ -104,12 +116,8 @@ class QuantizeWeights(Pass):
                 if entry is not None:
                     report.append(entry)
                 continue
-            if n.op_type not in ("MatMul", "Gemm"):
-                continue
-            w = constant_value(n.input(1))
-            if w is None or w.dtype != np.float32 or w.ndim != 2 or w.size < self.min_size:
-                continue
-            if n.op_type == "Gemm" and int(n.attr("transA", 0)):
+            w = self._weight(n)
+            if w is None:
                 continue
             entry = self._dql(model, n, w) if self.format == "dql" else self._nbits(model, n, w)
             if entry is not None:
@@ -124,6 +132,55 @@ class QuantizeWeights(Pass):
                                        "totals": {"model_bytes_before": before, "model_bytes_after": after,
                                                   "quantized_nodes": len(report)}}
         return bool(report)
+
+    def _weight(self, n: Node) -> Optional[np.ndarray]:
+        """The constant 2-D float32 weight of a MatMul/Gemm this pass quantizes, else None."""
+        if n.op_type not in ("MatMul", "Gemm") or n.name in self.exclude or n.domain != "":
+            return None
+        w = constant_value(n.input(1))
+        if w is None or w.dtype != np.float32 or w.ndim != 2 or w.size < self.min_size:
+            return None
+        if n.op_type == "Gemm" and int(n.attr("transA", 0)):
+            return None
+        return w
+
+    @staticmethod
+    def _k_axis(n: Node) -> int:
+        """The axis of the stored weight that runs along K (the reduction axis)."""
+        return 1 if (n.op_type == "Gemm" and int(n.attr("transB", 0))) else 0
+
+    def _gptq_factors(self, model: Model, ctx: PassContext) -> Optional[Dict[str, Tuple[np.ndarray, np.ndarray]]]:
+        """GPTQ's inverse-Hessian factor per weight input tensor (shared by the layers it feeds, e.g.
+        Q/K/V), from one pass over the calibration data; None for round-to-nearest."""
+        data = ctx.resources.get("calibration")
+        if self.method == "rtn" or (self.method == "auto" and data is None):
+            return None
+        if data is None:
+            raise EdgecError("quantize-weights method=gptq needs calibration data: pass --calibration FILE")
+        if not 0.0 <= self.damp < 1.0:
+            raise EdgecError(f"quantize-weights: damp must be in [0, 1), got {self.damp}")
+        wanted = []
+        for n in model.graph:
+            w = self._weight(n)
+            if w is not None:
+                wanted.append((n.input(0).name, int(w.shape[self._k_axis(n)])))
+        hessians = gptq.collect_hessians(model, data, gptq.hessian_inputs(wanted))
+        return {name: gptq.inverse_hessian_factor(h.h, self.damp) for name, h in hessians.items()}
+
+    def _solve(self, n: Node, w: np.ndarray, k_axis: int, dt: DType) -> Tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """``(w_eff, scale, zero_point, method)``: the weight to quantize with the blocked
+        parameters (along ``k_axis``): ``w`` itself for round-to-nearest, GPTQ's updated weights
+        (which those parameters quantize exactly to its integers) otherwise."""
+        factor = None if self._factors is None else self._factors.get(n.input(0).name)
+        if factor is None:
+            scale, zp = self._params(w, k_axis, dt, n.input(1).name)
+            return w, scale, zp, "rtn"
+        w_kn = w if k_axis == 0 else w.T  # GPTQ runs along the rows of a [K, N] weight
+        wq, scale, zp = gptq.gptq_quantize(w_kn, *factor, dt, block_size=self.block_size,
+                                           symmetric=self.symmetric, search=self.scale_search)
+        if k_axis == 1:
+            wq, scale, zp = wq.T, scale.T, zp.T
+        return np.ascontiguousarray(wq), np.ascontiguousarray(scale), np.ascontiguousarray(zp), "gptq"
 
     def _dtype(self, signed: bool) -> DType:
         if self.bits == 4:
@@ -175,15 +232,15 @@ class QuantizeWeights(Pass):
     def _dql(self, model: Model, n: Node, w: np.ndarray) -> Optional[Dict[str, Any]]:
         g = model.graph
         wv = n.input(1)
-        k_axis = 1 if (n.op_type == "Gemm" and int(n.attr("transB", 0))) else 0
+        k_axis = self._k_axis(n)
         dt = self._dtype(signed=self.symmetric)
-        scale, zp = self._params(w, k_axis, dt, wv.name)
-        dq = quantized_weight(g, wv, scale, zp, dt, k_axis, self.block_size, before=n, array=w)
+        w_eff, scale, zp, method = self._solve(n, w, k_axis, dt)
+        dq = quantized_weight(g, wv, scale, zp, dt, k_axis, self.block_size, before=n, array=w_eff)
         n.set_input(1, dq)
         qv = dq.producer.input(0)
         extra = sum(v.const.nbytes for v in dq.producer.inputs[1:] if v is not None and v.const is not None)
-        return {"name": n.name, "op": n.op_type, "weight": wv.name, "format": "dql", "bits": self.bits,
-                "block_size": self.block_size, "weight_bytes_float": int(w.nbytes),
+        return {"name": n.name, "op": n.op_type, "weight": wv.name, "format": "dql", "method": method,
+                "bits": self.bits, "block_size": self.block_size, "weight_bytes_float": int(w.nbytes),
                 "weight_bytes_quantized": int(qv.const.nbytes + extra), "_old": [wv]}
 
     def _nbits(self, model: Model, n: Node, w: np.ndarray) -> Optional[Dict[str, Any]]:
@@ -204,9 +261,9 @@ class QuantizeWeights(Pass):
         n_out, k = wt.shape
         bs = self.block_size
         nb = -(-k // bs)
-        wp = np.pad(wt, [(0, 0), (0, nb * bs - k)])
         dt = self._dtype(signed=False)
-        scale, zp = self._params(wp, 1, dt, wv.name)
+        w_eff, scale, zp, method = self._solve(n, wt, 1, dt)  # padding K with zeros changes no block's range
+        wp = np.pad(w_eff, [(0, 0), (0, nb * bs - k)])
         q = scheme.quantize_array(wp, scale, zp, dt, 1, bs).astype(np.uint8)  # [N, K_pad]
         packed = pack_nbits(q.reshape(n_out, nb, bs), self.bits)  # [N, nb, blob]
         ins = [n.input(0), g.add_constant(packed, wv.name + "_nbits"),
@@ -231,6 +288,7 @@ class QuantizeWeights(Pass):
         out.replace_all_uses_with(y)
         g.remove(n)
         nbytes = packed.nbytes + scale.size * 4 + (0 if self.symmetric else ins[3].const.nbytes)
-        return {"name": n.name, "op": n.op_type, "weight": wv.name, "format": "matmulnbits", "bits": self.bits,
+        return {"name": n.name, "op": n.op_type, "weight": wv.name, "format": "matmulnbits", "method": method,
+                "bits": self.bits,
                 "block_size": bs, "weight_bytes_float": int(w.nbytes), "weight_bytes_quantized": int(nbytes),
                 "_old": old}
