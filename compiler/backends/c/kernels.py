@@ -590,9 +590,84 @@ static void edgec_conv_gemm(const float* restrict x, const float* restrict wp, c
 #define EDGEC_CONTRACT
 #endif
 #endif
-/* Depthwise convolution through a zero-padded copy of each input plane (scratch of Hp x Wp floats,
-   Hp = (OH-1)*sh + (KH-1)*dh + 1, Wp likewise): every output column is interior, so each output row
-   is one branch-free, vectorizable pass; 3x3 kernels are unrolled. */
+/* Depthwise convolution through a zero-padded copy of each input plane (Hp x Wp, Hp = (OH-1)*sh +
+   (KH-1)*dh + 1, Wp likewise), written as qh*qw phase planes of Hq x Wq: phase (a, b) holds padded
+   (r*qh + a, c*qw + b), q = the strides. Output (oh, ow), tap (kh, kw) then reads phase ((kh*dh)%sh,
+   (kw*dw)%sw) at row oh + kh*dh/sh, column ow + kw*dw/sw: every tap is a unit-stride shift of one
+   phase plane, for every stride and dilation, and the strided loads leave the inner loop (one
+   deinterleaving copy per input instead of shuffles on every tap). Rows of at least EDGEC_DW_DIRECT
+   outputs are computed straight into y; narrower planes (14x14, 7x7) would leave the vector loop
+   mostly in its remainder, so chunks of rows are computed at row pitch Wq as one flat loop into the
+   scratch (the pitch-padding columns are computed and dropped) and copied out. 3x3 is unrolled.
+   Scratch (keep in step with gen_conv): sh*sw*Hq*Wq floats, plus edgec_dw_rows(OH, Wq) * Wq for the
+   flat chunks when OW < EDGEC_DW_DIRECT. */
+#define EDGEC_DW_CHUNK 512
+#define EDGEC_DW_DIRECT 32
+#define EDGEC_DW_TAPS 64
+/* output rows per flat chunk */
+static long edgec_dw_rows(long OH, long Wq)
+{
+    const long r = EDGEC_DW_CHUNK / Wq;
+    return r < 1 ? 1 : (r > OH ? OH : r);
+}
+/* Offset of tap (kh, kw) into the phase planes: phase ((kh*dh)%qh, (kw*dw)%qw), row kh*dh/qh, column
+   kw*dw/qw. */
+static long edgec_dw_tap(long kh, long kw, long Hq, long Wq, long qh, long qw, long dh, long dw)
+{
+    return (((kh * dh) % qh * qw + (kw * dw) % qw) * Hq + (kh * dh) / qh) * Wq + (kw * dw) / qw;
+}
+/* o[i] = bias + sum of the 9 taps w[t] * p[toff[t] + i], i < L. The output is a parameter of its own
+   (restrict), so the compiler sees that it never overlaps the padded planes: no alias checks. */
+EDGEC_CONTRACT static void edgec_dw_3x3(float* restrict o, const float* restrict p, const long* restrict toff,
+                                        const float* restrict w, float bias, long L)
+{
+    const float* restrict r0 = p + toff[0];
+    const float* restrict r1 = p + toff[1];
+    const float* restrict r2 = p + toff[2];
+    const float* restrict r3 = p + toff[3];
+    const float* restrict r4 = p + toff[4];
+    const float* restrict r5 = p + toff[5];
+    const float* restrict r6 = p + toff[6];
+    const float* restrict r7 = p + toff[7];
+    const float* restrict r8 = p + toff[8];
+    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8];
+    for (long i = 0; i < L; ++i)
+        o[i] = bias + w0 * r0[i] + w1 * r1[i] + w2 * r2[i] + w3 * r3[i] + w4 * r4[i] + w5 * r5[i]
+             + w6 * r6[i] + w7 * r7[i] + w8 * r8[i];
+}
+/* o[i] += wv * r[i], i < L (one tap of a general kernel) */
+EDGEC_CONTRACT static void edgec_dw_tap_acc(float* restrict o, const float* restrict r, float wv, long L)
+{
+    for (long i = 0; i < L; ++i) o[i] += wv * r[i];
+}
+/* Copies image plane xp (rows of W, h1 x w1 of it inside the padded plane) into its phase planes;
+   the zero padding is written once by the caller (every channel fills the same positions). The
+   phase arithmetic is per column phase and incremental per row: no division in the row loop. */
+static void edgec_dw_scatter(const float* restrict xp, float* restrict buf, long W, long h1, long w1,
+                             long Hq, long Wq, long qh, long qw, long ph, long pw)
+{
+    for (long b = 0; b < qw; ++b) {
+        const long iw0 = ((b - pw) % qw + qw) % qw; /* first image column of column phase b */
+        const long n = iw0 < w1 ? (w1 - iw0 + qw - 1) / qw : 0;
+        float* restrict db = buf + b * Hq * Wq + (iw0 + pw) / qw;
+        long ra = ph % qh, rq = ph / qh; /* padded row ih + ph = rq * qh + ra */
+        for (long ih = 0; ih < h1; ++ih) {
+            float* restrict d = db + (ra * qw * Hq + rq) * Wq;
+            const float* restrict si = xp + ih * W + iw0;
+            if (qw == 1) {
+                for (long t = 0; t < n; ++t) d[t] = si[t];
+            } else if (qw == 2) { /* a constant stride: vectorized as loads and shuffles */
+                for (long t = 0; t < n; ++t) d[t] = si[2 * t];
+            } else {
+                for (long t = 0; t < n; ++t) d[t] = si[t * qw];
+            }
+            if (++ra == qh) {
+                ra = 0;
+                ++rq;
+            }
+        }
+    }
+}
 EDGEC_CONTRACT static void edgec_dwconv2d_padded(const float* restrict x, const float* restrict w,
                                                  const float* restrict b, float* restrict y, float* restrict buf,
                                                  long N, long C, long H, long W, long OH, long OW, long KH, long KW,
@@ -600,51 +675,40 @@ EDGEC_CONTRACT static void edgec_dwconv2d_padded(const float* restrict x, const 
                                                  float p0, float p1)
 {
     const long Hp = (OH - 1) * sh + (KH - 1) * dh + 1, Wp = (OW - 1) * sw + (KW - 1) * dw + 1;
+    const long qh = sh, qw = sw; /* phase split */
+    const long Hq = (Hp + qh - 1) / qh, Wq = (Wp + qw - 1) / qw;
     const long h1 = H < Hp - ph ? H : Hp - ph, w1 = W < Wp - pw ? W : Wp - pw; /* image part inside buf */
-    for (long i = 0; i < Hp * Wp; ++i) buf[i] = 0.0f;
+    const int flat = OW < EDGEC_DW_DIRECT;
+    const long rows = flat ? edgec_dw_rows(OH, Wq) : 1;
+    float* restrict acc = buf + qh * qw * Hq * Wq;
+    long toff[EDGEC_DW_TAPS]; /* the taps' offsets into the phase planes (computed once: divisions) */
+    const long ntap = KH * KW <= EDGEC_DW_TAPS ? KH * KW : 0;
+    for (long t = 0; t < ntap; ++t) toff[t] = edgec_dw_tap(t / KW, t % KW, Hq, Wq, qh, qw, dh, dw);
+    for (long i = 0; i < qh * qw * Hq * Wq; ++i) buf[i] = 0.0f;
     for (long n = 0; n < N; ++n) {
         for (long c = 0; c < C; ++c) {
-            const float* restrict xp = x + (n * C + c) * H * W;
-            for (long ih = 0; ih < h1; ++ih) {
-                float* restrict d = buf + (ih + ph) * Wp + pw;
-                const float* restrict s = xp + ih * W;
-                for (long iw = 0; iw < w1; ++iw) d[iw] = s[iw];
-            }
+            edgec_dw_scatter(x + (n * C + c) * H * W, buf, W, h1, w1, Hq, Wq, qh, qw, ph, pw);
             const float* restrict wc = w + c * KH * KW;
             float* restrict yp = y + (n * C + c) * OH * OW;
             const float bias = b ? b[c] : 0.0f;
-            for (long oh = 0; oh < OH; ++oh) {
-                float* restrict yr = yp + oh * OW;
-                const float* restrict r0 = buf + oh * sh * Wp;
+            for (long oh0 = 0; oh0 < OH; oh0 += rows) {
+                const long nr = OH - oh0 < rows ? OH - oh0 : rows;
+                const long L = (nr - 1) * Wq + OW; /* outputs of this chunk (row pitch Wq when flat) */
+                float* restrict o = flat ? acc : yp + oh0 * OW;
+                const float* restrict base = buf + oh0 * Wq;
                 if (KH == 3 && KW == 3) {
-                    const float* restrict r1 = r0 + dh * Wp;
-                    const float* restrict r2 = r0 + 2 * dh * Wp;
-                    const float w0 = wc[0], w1_ = wc[1], w2 = wc[2], w3 = wc[3], w4 = wc[4], w5 = wc[5];
-                    const float w6 = wc[6], w7 = wc[7], w8 = wc[8];
-                    const long d1 = dw, d2 = 2 * dw;
-                    if (sw == 1) {
-                        for (long ow = 0; ow < OW; ++ow)
-                            yr[ow] = bias + w0 * r0[ow] + w1_ * r0[ow + d1] + w2 * r0[ow + d2]
-                                   + w3 * r1[ow] + w4 * r1[ow + d1] + w5 * r1[ow + d2]
-                                   + w6 * r2[ow] + w7 * r2[ow + d1] + w8 * r2[ow + d2];
-                    } else {
-                        for (long ow = 0; ow < OW; ++ow) {
-                            const long i = ow * sw;
-                            yr[ow] = bias + w0 * r0[i] + w1_ * r0[i + d1] + w2 * r0[i + d2]
-                                   + w3 * r1[i] + w4 * r1[i + d1] + w5 * r1[i + d2]
-                                   + w6 * r2[i] + w7 * r2[i + d1] + w8 * r2[i + d2];
-                        }
-                    }
+                    edgec_dw_3x3(o, base, toff, wc, bias, L);
                 } else {
-                    for (long ow = 0; ow < OW; ++ow) yr[ow] = bias;
-                    for (long kh = 0; kh < KH; ++kh) {
-                        const float* restrict rr = r0 + kh * dh * Wp;
-                        for (long kw = 0; kw < KW; ++kw) {
-                            const float wv = wc[kh * KW + kw];
-                            const long off = kw * dw;
-                            for (long ow = 0; ow < OW; ++ow) yr[ow] += wv * rr[ow * sw + off];
-                        }
+                    for (long i = 0; i < L; ++i) o[i] = bias;
+                    for (long t = 0; t < KH * KW; ++t) {
+                        const long off = t < ntap ? toff[t] : edgec_dw_tap(t / KW, t % KW, Hq, Wq, qh, qw, dh, dw);
+                        edgec_dw_tap_acc(o, base + off, wc[t], L);
                     }
+                }
+                for (long r = 0; r < nr && flat; ++r) {
+                    float* restrict yr = yp + (oh0 + r) * OW;
+                    const float* restrict ar = acc + r * Wq;
+                    for (long ow = 0; ow < OW; ++ow) yr[ow] = ar[ow];
                 }
             }
             edgec_act_fast(yp, OH * OW, act, p0, p1);
@@ -1088,8 +1152,26 @@ def _pack_b(b: np.ndarray) -> np.ndarray:
     return p.reshape(b.shape[0], kk, np_ // _NR, _NR).transpose(0, 2, 1, 3).reshape(lead + (kk * np_,))
 
 
+#: Flat outputs per chunk of the depthwise kernel (``EDGEC_DW_CHUNK`` in the ``dwconv`` helper).
+_DW_CHUNK = 512
+#: Output widths from which the depthwise kernel writes rows straight into y (``EDGEC_DW_DIRECT``).
+_DW_DIRECT = 32
+
+
+def _dw_scratch_floats(y: Sequence[int], ks: Sequence[int], st: Sequence[int], dl: Sequence[int]) -> int:
+    """Scratch of ``edgec_dwconv2d_padded`` (same sizes as the C code): the padded input plane as
+    sh*sw phase planes of Hq x Wq, plus one chunk of output rows at row pitch Wq for outputs narrower
+    than ``_DW_DIRECT`` (``edgec_dw_rows``)."""
+    hp = (y[2] - 1) * st[0] + (ks[0] - 1) * dl[0] + 1
+    wp = (y[3] - 1) * st[1] + (ks[1] - 1) * dl[1] + 1
+    hq, wq = -(-hp // st[0]), -(-wp // st[1])
+    rows = min(max(1, _DW_CHUNK // wq), y[2])
+    return st[0] * st[1] * hq * wq + (rows * wq if y[3] < _DW_DIRECT else 0)
+
+
 def gen_conv(node: Node, k: KernelContext) -> NodeCode:
-    """Depthwise: a direct kernel (3x3 unrolled). Constant weights: at least :data:`GEMM_MIN_MACS` MACs,
+    """Depthwise: a direct kernel over the padded input plane split into stride phase planes (3x3
+    unrolled; scratch :func:`_dw_scratch_floats`). Constant weights: at least :data:`GEMM_MIN_MACS` MACs,
     im2col blocks + packed GEMM with bias and activation in the epilogue (1x1 convolutions pack their
     input rows as is); fewer, a pixel-wise kernel over transposed weights (no scratch). Runtime
     weights: the direct kernel."""
@@ -1113,11 +1195,9 @@ def gen_conv(node: Node, k: KernelContext) -> NodeCode:
     cg, mg = x[1] // g, y[1] // g
     wc = k.const(node.input(1))
     if cg == 1 and mg == 1:
-        hp = (y[2] - 1) * st[0] + (ks[0] - 1) * dl[0] + 1
-        wp = (y[3] - 1) * st[1] + (ks[1] - 1) * dl[1] + 1
         body = (f"    edgec_dwconv2d_padded(x0, x1, {bias}, y0, s0, {x[0]}, {x[1]}, {x[2]}, {x[3]}, {y[2]}, {y[3]}, "
                 f"{geo}, " + tail)
-        return NodeCode(ops, body, ["dwconv"], [act], macs=macs, scratch=4 * hp * wp)
+        return NodeCode(ops, body, ["dwconv"], [act], macs=macs, scratch=4 * _dw_scratch_floats(y, ks, st, dl))
     if wc is not None and wc.dtype == np.float32 and macs >= GEMM_MIN_MACS:
         kk, p = cg * ks[0] * ks[1], y[2] * y[3]
         nc = _block_cols(kk, p)
