@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 
+from edgec.backends.onnx_lowering import lower_fused_linear
 from edgec.errors import EdgecError
 from edgec.ir import Model, Node
 from edgec.ir.dtypes import DType
@@ -102,6 +103,9 @@ class QuantizeWeights(Pass):
         from edgec.passes.fuse_batchnorm import ConstTracker
         from edgec.passes.quantize import initializer_bytes
 
+        # -O2 fuses activations into edgec.FusedGemm/FusedMatMul; their weights are quantized like the plain
+        # ops' (the ONNX target lowers them to the base op + activation at the end anyway)
+        lower_fused_linear(model)
         g = model.graph
         consts = ConstTracker()
         before = initializer_bytes(model)

@@ -279,6 +279,14 @@ def has_edgec_ops(model: Model) -> bool:
     return any(n.domain == edgec_ops.DOMAIN for g in model.all_graphs() for n in g)
 
 
+def lower_fused_linear(model: Model) -> bool:
+    """Rewrite only ``edgec.FusedGemm`` / ``edgec.FusedMatMul`` into standard ONNX (the base op plus
+    its activation, as :func:`lower_for_onnx` does): passes that rewrite plain Gemm/MatMul weights
+    (weight-only quantization) see the fused layers too. True if anything changed."""
+    rules = [r for r in _make_rules(model, False, [False]) if r.name in ("lower-fused-gemm", "lower-fused-matmul")]
+    return apply_rules(model, rules).changed
+
+
 def lower_for_onnx(model: Model, *, contrib_ops: bool = False) -> bool:
     """Rewrite every edgec-domain op into ONNX (or ``com.microsoft`` ops); True if anything changed."""
     if not has_edgec_ops(model):

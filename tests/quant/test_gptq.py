@@ -39,8 +39,7 @@ def correlated(n: int, seed: int, k: int = K) -> np.ndarray:
 
 
 def mlp(opset: int = 21, k: int = K):
-    """MatMul -> Abs -> Gemm(transB=1): both weight layouts ([K, N] and [N, K]); Abs, not Relu: -O2 would
-    fuse a Relu into edgec.FusedMatMul, which quantize-weights leaves float."""
+    """MatMul -> Abs -> Gemm(transB=1): both weight layouts ([K, N] and [N, K])."""
     rng = np.random.default_rng(7)
     inits = {"w1": (rng.standard_normal((k, HID)) * 0.2).astype(np.float32),
              "w2": (rng.standard_normal((N, HID)) * 0.1).astype(np.float32),

@@ -144,3 +144,21 @@ def test_scale_search_is_more_accurate():
         quantize(m, None, f"quantize-weights{{format=matmulnbits,symmetric=true,scale-search={search}}}")
         errs.append(sum(float(np.mean((run(base, f)[0] - run(m, f)[0]) ** 2)) for f in feeds))
     assert errs[0] < errs[1], errs
+
+
+@pytest.mark.parametrize("fmt,opset", [("dql", 21), ("matmulnbits", 17)])
+def test_fused_layers_are_quantized(fmt, opset):
+    """-O2 fuses MatMul+Relu into edgec.FusedMatMul (and Gemm+act into FusedGemm): their weights are
+    quantized like the plain ops' (the fused op is lowered to the base op + activation first)."""
+    m = mlp(opset=opset)
+    ref = copy_model(m)
+    quantize(m, None, "fuse-activation")
+    assert any(n.domain == "edgec" and n.op_type == "FusedMatMul" for n in m.graph)
+    quantize(m, None, f"quantize-weights{{format={fmt}}},lower-onnx")
+    ops = [n.op_type for n in m.graph]
+    if fmt == "dql":
+        assert ops.count("DequantizeLinear") == 2, ops
+    else:
+        assert ops.count("MatMulNBits") == 2, ops
+    assert "Relu" in ops and not any(n.domain == "edgec" for n in m.graph)
+    _check(ref, m, 0.98)
