@@ -884,30 +884,6 @@ K.HELPERS["npu_hal"] = _hal_include  # type: ignore[assignment]  # the emitter c
 K.HELPERS["q_common"] = _sub(_STRUCTS, "edgec_q_") + _sub(_COMMON, "edgec_q_")
 K.HELPERS["q_kernels"] = (_SPECIALIZE + _rows("edgec_q_", "static inline ") +
                           _consts(_ai(_sub(_ENTRY, "edgec_q_", "static inline "), True)))
-K.HELPERS["q_maxpool"] = """\
-static void edgec_maxpool2d_s8(const int8_t* restrict x, int8_t* restrict y, long NC, long H, long W, long OH,
-                               long OW, long KH, long KW, long sh, long sw, long dh, long dw, long ph, long pw)
-{
-    for (long p = 0; p < NC; ++p) {
-        const int8_t* restrict xp = x + p * H * W;
-        for (long oh = 0; oh < OH; ++oh) {
-            for (long ow = 0; ow < OW; ++ow) {
-                int32_t m = INT8_MIN;
-                for (long kh = 0; kh < KH; ++kh) {
-                    const long ih = oh * sh - ph + kh * dh;
-                    if (ih < 0 || ih >= H) continue;
-                    for (long kw = 0; kw < KW; ++kw) {
-                        const long iw = ow * sw - pw + kw * dw;
-                        if (iw < 0 || iw >= W) continue;
-                        m = xp[ih * W + iw] > m ? xp[ih * W + iw] : m;
-                    }
-                }
-                y[(p * OH + oh) * OW + ow] = (int8_t)m;
-            }
-        }
-    }
-}
-"""
 K.HELPER_DEPS["q_kernels"] = ("q_common",)
 _files: Dict[str, Callable[[str], Dict[str, str]]] = getattr(K, "HELPER_FILES", None) or {}
 _files["npu_hal"] = lambda name: {f"{name}_npu.h": hal_header(), f"{name}_npu_ref.c": hal_reference(name)}
@@ -1153,25 +1129,6 @@ def gen_dequantize(node: Node, k: KernelContext) -> NodeCode:
 # --- int8 data movement (typed versions when the generic generator is float-only) ------------------------
 def _movement_s8(node: Node, k: KernelContext, code: Optional[NodeCode]) -> NodeCode:
     op = node.op_type
-    if op == "MaxPool":
-        x, y = k.dims(node.input(0)), k.dims(node.output(0))
-        if len(x) not in (3, 4):
-            raise unsupported(node, "only 1-D and 2-D pooling")
-        ns = len(x) - 2
-        ks = list(node.attr("kernel_shape"))
-        st = list(node.attr("strides", [1] * ns))
-        dl = list(node.attr("dilations", [1] * ns))
-        pb, _ = K._spatial(node, x, y, ks, st, dl)
-        if ns == 1:
-            x, y, ks, st, dl, pb = (x[0], x[1], 1, x[2]), (y[0], y[1], 1, y[2]), [1] + ks, [1] + st, [1] + dl, [0] + pb
-        body = (f"    edgec_maxpool2d_s8(x0, y0, {x[0] * x[1]}, {x[2]}, {x[3]}, {y[2]}, {y[3]}, {ks[0]}, {ks[1]}, "
-                f"{st[0]}, {st[1]}, {dl[0]}, {dl[1]}, {pb[0]}, {pb[1]});\n")
-        return NodeCode([node.input(0)], body, ["q_maxpool"], typed=True)
-    if op == "GlobalMaxPool":
-        x = k.dims(node.input(0))
-        body = (f"    edgec_maxpool2d_s8(x0, y0, {x[0] * x[1]}, 1, {int(np.prod(x[2:]))}, 1, 1, 1, "
-                f"{int(np.prod(x[2:]))}, 1, 1, 1, 1, 0, 0);\n")
-        return NodeCode([node.input(0)], body, ["q_maxpool"], typed=True)
     if code is None:
         raise unsupported(node, "no int8 kernel")
     if op == "Gather":
@@ -1194,7 +1151,7 @@ def _typed(orig: Optional[Callable[[Node, KernelContext], NodeCode]]) -> Callabl
                 raise unsupported(node, "no kernel")
             return orig(node, k)
         code = None
-        if orig is not None and node.op_type not in ("MaxPool", "GlobalMaxPool"):
+        if orig is not None:
             try:
                 code = orig(node, k)
             except UnsupportedModelError:
@@ -1207,7 +1164,7 @@ def _typed(orig: Optional[Callable[[Node, KernelContext], NodeCode]]) -> Callabl
     return gen
 
 
-for _op in ("MaxPool", "GlobalMaxPool", "Transpose", "Concat", "Slice", "Split", "Gather", "Expand"):
+for _op in ("Transpose", "Concat", "Slice", "Split", "Gather", "Expand"):  # pools: kernels_pool (every type)
     K.GENERATORS[("", _op)] = _typed(K.GENERATORS.get(("", _op)))
 
 K.GENERATORS[(EDGEC, "QConv")] = gen_qconv

@@ -22,8 +22,7 @@ Semantics (the ONNX reference and onnxruntime agree on all of it):
   not); dilations (opset 19) apply to both;
 * global pools are the same kernel with one window covering the flattened spatial dims.
 
-LpPool is a typed kernel of :mod:`.kernels_typed`. This module imports :mod:`.kernels_int8` first:
-its int8 data-movement wrapper would otherwise route int8 MaxPool to a 2-D-only kernel.
+LpPool is a typed kernel of :mod:`.kernels_typed`. int8 MaxPool (the integer C target) runs here too.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from typing import List, Sequence, Tuple
 from ...ir import Node, Value
 from ...ir.dtypes import DType
 from . import kernels as K
-from . import kernels_int8  # noqa: F401  (registers its wrappers first; ours replace them for the pools)
 from .kernels import KernelContext, NodeCode, _prod, _strides, unsupported
 
 __all__ = ["PoolGeometry", "axis_taps", "gen_global_pool", "gen_pool", "pool_body", "pool_geometry"]
