@@ -72,27 +72,13 @@ ATOL_REL = 1e-3
 CC_FLAGS = ["-O3", "-march=native", "-std=c99"]
 CNNS = ("digits_cnn", "mobilenetv2", "resnet18")
 
-_NP_C = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t", "int16": "int16_t",
-         "int8": "int8_t", "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t",
-         "bool": "uint8_t"}
-
-
 def timing_harness(report: Dict[str, Any]) -> str:
     """``prog IN.bin OUT.bin WARMUP RUNS``: reads the inputs, runs the model WARMUP times, times RUNS
     runs with ``clock_gettime(CLOCK_MONOTONIC)``, prints the median and min in ms, writes the outputs."""
+    from edgec.backends.c.verify import io_buffers
+
     name = report["name"]
-    up = name.upper()
-    decl, reads, writes, args = [], [], [], []
-    for t in report["inputs"]:
-        m, ct = f"{up}_{t['c_name'].upper()}_SIZE", _NP_C[t["dtype"]]
-        decl.append(f"static {ct} in_{t['c_name']}[{m}];")
-        reads.append(f"    if (fread(in_{t['c_name']}, sizeof({ct}), {m}, fi) != (size_t){m}) return 3;")
-        args.append(f"in_{t['c_name']}")
-    for t in report["outputs"]:
-        m, ct = f"{up}_{t['c_name'].upper()}_SIZE", _NP_C[t.get("dtype", "float32")]
-        decl.append(f"static {ct} out_{t['c_name']}[{m}];")
-        writes.append(f"    if (fwrite(out_{t['c_name']}, sizeof({ct}), {m}, fo) != (size_t){m}) return 5;")
-        args.append(f"out_{t['c_name']}")
+    decl, reads, writes, args = io_buffers(report)
     call = f"{name}_run({', '.join(args)})"
     return "\n".join([
         "#define _POSIX_C_SOURCE 199309L", "#include <stdio.h>", "#include <stdlib.h>", "#include <time.h>",
