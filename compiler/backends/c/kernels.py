@@ -1081,6 +1081,21 @@ def _spatial(node: Node, x: Tuple[int, ...], y: Tuple[int, ...], k: Sequence[int
     return pads[:ns], pads[ns:]
 
 
+def window_2d(node: Node, x: Tuple[int, ...], y: Tuple[int, ...], ks: Sequence[int]
+              ) -> Tuple[Tuple[int, ...], Tuple[int, ...], List[int], List[int], List[int], List[int]]:
+    """A 1-D or 2-D sliding window (Conv, pools) as 2-D: ``(x, y, kernel, strides, dilations, begin pads)``
+    with strides/dilations from the attributes and pads from ``pads``/``auto_pad``; a 1-D window
+    becomes height 1 (``x``/``y`` get a unit H dim)."""
+    ns = len(ks)
+    st = [int(v) for v in node.attr("strides", [1] * ns)]
+    dl = [int(v) for v in node.attr("dilations", [1] * ns)]
+    ks = [int(v) for v in ks]
+    pb, _ = _spatial(node, x, y, ks, st, dl)
+    if ns == 1:
+        return (x[0], x[1], 1, x[2]), (y[0], y[1], 1, y[2]), [1] + ks, [1] + st, [1] + dl, [0] + pb
+    return tuple(x), tuple(y), ks, st, dl, pb
+
+
 #: Register tile of the GEMM micro-kernel (``EDGEC_MR`` x ``EDGEC_NR`` in the ``gemm_core`` helper).
 _MR, _NR = 6, 16
 #: Floats of one packed B block (K x nc) that the GEMM keeps in cache while every row panel of A
@@ -1178,13 +1193,7 @@ def gen_conv(node: Node, k: KernelContext) -> NodeCode:
     x, w, y = k.dims(node.input(0)), k.dims(node.input(1)), k.dims(node.output(0))
     if len(x) not in (3, 4):
         raise unsupported(node, f"only 1-D and 2-D convolution (input rank {len(x)})")
-    ns = len(x) - 2
-    ks = list(w[2:])
-    st = list(node.attr("strides", [1] * ns))
-    dl = list(node.attr("dilations", [1] * ns))
-    pb, _ = _spatial(node, x, y, ks, st, dl)
-    if ns == 1:
-        x, y, ks, st, dl, pb = (x[0], x[1], 1, x[2]), (y[0], y[1], 1, y[2]), [1] + ks, [1] + st, [1] + dl, [0] + pb
+    x, y, ks, st, dl, pb = window_2d(node, x, y, w[2:])
     g = int(node.attr("group", 1))
     act, p0, p1 = _activation(node)
     ops = [node.input(0), node.input(1)] + ([node.input(2)] if node.input(2) is not None else [])

@@ -943,13 +943,7 @@ def gen_qconv(node: Node, k: KernelContext) -> NodeCode:
     _check_int32(node, node.inputs[2:])
     if len(x) not in (3, 4):
         raise unsupported(node, f"only 1-D and 2-D convolution (input rank {len(x)})")
-    ns = len(x) - 2
-    ks = list(w[2:])
-    st = list(node.attr("strides", [1] * ns))
-    dl = list(node.attr("dilations", [1] * ns))
-    pb, _ = K._spatial(node, x, y, ks, st, dl)
-    if ns == 1:
-        x, y, ks, st, dl, pb = (x[0], x[1], 1, x[2]), (y[0], y[1], 1, y[2]), [1] + ks, [1] + st, [1] + dl, [0] + pb
+    x, y, ks, st, dl, pb = K.window_2d(node, x, y, w[2:])
     fields = {"n": x[0], "c": x[1], "h": x[2], "w": x[3], "m": y[1], "oh": y[2], "ow": y[3], "kh": ks[0], "kw": ks[1],
               "sh": st[0], "sw": st[1], "dh": dl[0], "dw": dl[1], "ph": pb[0], "pw": pb[1],
               "groups": int(node.attr("group", 1)), "x_zp": int(node.attr("x_zero_point", 0)),
@@ -1050,13 +1044,8 @@ def gen_qavgpool(node: Node, k: KernelContext) -> NodeCode:
     if int(node.attr("global", 0)):
         ks, st, dl, pb, inc = [x[2], x[3]], [1, 1], [1, 1], [0, 0], 0
     else:
-        ks = list(node.attr("kernel_shape"))
-        ns = len(ks)
-        st = list(node.attr("strides", [1] * ns))
-        dl = list(node.attr("dilations", [1] * ns))
-        pb, _ = K._spatial(node, k.dims(node.input(0)), k.dims(node.output(0)), ks, st, dl)
-        if ns == 1:
-            ks, st, dl, pb = [1] + ks, [1] + st, [1] + dl, [0] + pb
+        _, _, ks, st, dl, pb = K.window_2d(node, k.dims(node.input(0)), k.dims(node.output(0)),
+                                           node.attr("kernel_shape"))
         inc = int(node.attr("count_include_pad", 0))
     r = _rq(node)
     fields = {"nc": x[0] * x[1], "h": x[2], "w": x[3], "oh": y[2], "ow": y[3], "kh": ks[0], "kw": ks[1], "sh": st[0],

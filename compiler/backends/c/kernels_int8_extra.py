@@ -191,13 +191,7 @@ def gen_qavgpool_rq(node: Node, k: KernelContext) -> NodeCode:
         hw = (x[2], x[3]) if len(x) == 4 else (1, x[2])
         ks, st, dl, pb, inc = list(hw), [1, 1], [1, 1], [0, 0], 0
     else:
-        ks = list(node.attr("kernel_shape"))
-        ns = len(ks)
-        st = list(node.attr("strides", [1] * ns))
-        dl = list(node.attr("dilations", [1] * ns))
-        pb, _ = K._spatial(node, x, y, ks, st, dl)
-        if ns == 1:
-            ks, st, dl, pb = [1] + ks, [1] + st, [1] + dl, [0] + pb
+        _, _, ks, st, dl, pb = K.window_2d(node, x, y, node.attr("kernel_shape"))
         inc = int(node.attr("count_include_pad", 0))
     if len(x) == 3:
         x, y = (x[0], x[1], 1, x[2]), (y[0], y[1], 1, y[2])
