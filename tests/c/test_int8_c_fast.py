@@ -121,11 +121,10 @@ def test_fast_kernels_bit_exact(per_channel: bool, rounding: str, place: Any, mo
                              placement=placement)
     assert not res.float_regions and not res.float_nodes, res.summary()
     src = code.files["model.c"]
-    if place is None:  # the fast kernels: 7 GEMMs (groups 1), the depthwise 3x3 (with double rounding not the
-        # s2 one to 5x5: the generic tiny-plane kernel), Add
-        dw = 4 if rounding == "single" else 3
-        assert src.count("    edgec_q8_conv_gemm(&p,") == 7 and src.count("    edgec_q8_dw3x3(&p,") == dw
-        assert src.count("    edgec_q8_add(&p,") == 1
+    if place is None:  # the fast kernels: 7 GEMMs (groups 1), the plane-wise depthwise 3x3 on 20x18, the
+        # channel-lane one on the three smaller planes (kernels_int8_small), Add
+        assert src.count("    edgec_q8_conv_gemm(&p,") == 7 and src.count("    edgec_q8_dw3x3(&p,") == 1
+        assert src.count("    edgec_q8_dw_cv(&p,") == 3 and src.count("    edgec_q8_add(&p,") == 1
     else:
         assert "edgec_q8_" not in src
     write_c(code, str(tmp_path))
@@ -138,17 +137,14 @@ def test_fast_kernels_bit_exact(per_channel: bool, rounding: str, place: Any, mo
 
 
 def test_tiny_planes_keep_the_generic_kernels() -> None:
-    """The thresholds: panels of 16 pixels need at least 8 of them (full convolutions more than 16); the
-    generic depthwise kernel keeps stride-2 planes up to 8x8 and stride-1 planes up to 4x4."""
-    from edgec.backends.c.kernels_int8_fast import _dw_pays, _gemm_pays
+    """The threshold of the pixel panels: 16-pixel panels need at least 8 of them (full convolutions more
+    than 16)."""
+    from edgec.backends.c.kernels_int8_fast import _gemm_pays
 
     conv = {"kh": 3, "kw": 3, "sh": 1, "sw": 1, "ph": 1, "pw": 1, "single": 0}
     pw = {**conv, "kh": 1, "kw": 1, "ph": 0, "pw": 0}
     assert not _gemm_pays({**pw, "oh": 2, "ow": 2}) and _gemm_pays({**pw, "oh": 3, "ow": 3})
     assert not _gemm_pays({**conv, "oh": 4, "ow": 4}) and _gemm_pays({**conv, "oh": 5, "ow": 5})
-    assert not _dw_pays({**conv, "oh": 4, "ow": 4}) and _dw_pays({**conv, "oh": 5, "ow": 5})
-    assert not _dw_pays({**conv, "sh": 2, "oh": 8, "ow": 8}) and _dw_pays({**conv, "sh": 2, "oh": 9, "ow": 8})
-    assert _dw_pays({**conv, "single": 1, "oh": 3, "ow": 3})  # the generic tiny path is double rounding only
 
 
 def test_avx2_path_is_compiled(tmp_path: Path) -> None:
@@ -178,6 +174,7 @@ def test_compact_kernels_keep_int8_weights(models: Any, tmp_path: Path) -> None:
     compact, res = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", int8_kernels="compact")
     src = compact.files["model.c"]
     assert "    edgec_q8_conv_gemm(&p," not in src and "    edgec_q8_dw3x3(&p," not in src
+    assert "    edgec_q8_dw_cv(&p," not in src and "    edgec_q8_conv_cv(&p," not in src
     wf, wc = fast.report["weights"]["bytes"], compact.report["weights"]["bytes"]
     assert wc < 0.75 * wf, (wc, wf)
     write_c(compact, str(tmp_path))
@@ -186,3 +183,32 @@ def test_compact_kernels_keep_int8_weights(models: Any, tmp_path: Path) -> None:
     assert chk.ok and chk.max_float_diff == 0.0, chk.summary()
     with pytest.raises(Exception, match="expected fast or compact"):
         compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", int8_kernels="small")
+
+
+def test_padded_planes_bit_exact(tmp_path: Path) -> None:
+    """Padded full convolutions pack from zero-point bordered copies of the input (per batch item): pads on
+    all sides at stride 1 and 2, begin != end pads, end pads only, dilation, a padded 1x1; output widths of at
+    least one panel, not multiples of 16."""
+    shape = (2, 3, 22, 36)
+    nodes = [
+        h.make_node("Conv", ["x", "wa", "b"], ["ya"], pads=[1, 1, 1, 1]),  # s1: 22x36
+        h.make_node("Conv", ["x", "wa", "b"], ["yb"], strides=[2, 2], pads=[1, 1, 1, 1]),  # s2: 11x18
+        h.make_node("Conv", ["x", "wa", "b"], ["yc"], strides=[2, 2], pads=[0, 0, 1, 1]),  # end pads: 11x18
+        h.make_node("Conv", ["x", "wa", "b"], ["yd"], dilations=[2, 2], pads=[2, 2, 2, 2]),  # dilated: 22x36
+        h.make_node("Conv", ["x", "we", "b"], ["ye"], pads=[2, 1, 1, 2]),  # 5x5: 21x35
+        h.make_node("Conv", ["x", "wf", "b"], ["yf"], pads=[1, 1, 1, 1]),  # 1x1: 24x38
+    ]
+    inits = [_w("wa", [5, 3, 3, 3]), _w("we", [5, 3, 5, 5], 0.15), _w("wf", [5, 3, 1, 1]), _w("b", [5], 0.1)]
+    outs = [h.make_tensor_value_info(n, T.FLOAT, None) for n in ("ya", "yb", "yc", "yd", "ye", "yf")]
+    g = h.make_graph(nodes, "padnet", [h.make_tensor_value_info("x", T.FLOAT, list(shape))], outs, inits)
+    proto = h.make_model(g, opset_imports=[h.make_opsetid("", 21)])
+    qdq = _quantize(proto, {"x": RNG.uniform(-1.0, 2.0, (8,) + shape[1:]).astype(np.float32)}, True)
+    code, res = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model")
+    assert code.files["model.c"].count("    edgec_q8_conv_gemm(&p,") == 6
+    write_c(code, str(tmp_path))
+    samples = [{"x": RNG.uniform(-1.5, 2.5, shape).astype(np.float32)} for _ in range(2)]
+    for label, flags, sanitize in BUILDS:
+        prog = build(str(tmp_path), code.report, opt="-O1" if sanitize else "-O2", sanitize=sanitize,
+                     extra_flags=flags)
+        chk = check_int8(prog, code, qdq, samples, rounding="double", io=res.io)
+        assert chk.ok and chk.max_float_diff == 0.0, f"{label}: {chk.summary()}"

@@ -168,20 +168,22 @@ static inline void edgec_q8_tile(long K2, const int16_t* restrict ap, const int1
     for (long k = 0; k < K2; ++k) {
         const __m256i b0 = _mm256_loadu_si256((const __m256i*)(const void*)(bp + 32 * k));
         const __m256i b1 = _mm256_loadu_si256((const __m256i*)(const void*)(bp + 32 * k + 16));
-        int32_t a[4];
-        memcpy(a, ap + 8 * k, sizeof a); /* the (w(k), w(k+1)) pairs of the 4 rows */
-        __m256i w = _mm256_set1_epi32(a[0]);
+        /* the (w(k), w(k+1)) pair of row r, broadcast straight from memory (a set1 of a scalar goes through a
+           general register) */
+#define EDGEC_Q8_BC(r) _mm256_broadcastd_epi32(_mm_loadu_si32((const void*)(ap + 8 * k + 2 * (r))))
+        __m256i w = EDGEC_Q8_BC(0);
         c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(w, b0));
         c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(w, b1));
-        w = _mm256_set1_epi32(a[1]);
+        w = EDGEC_Q8_BC(1);
         c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(w, b0));
         c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(w, b1));
-        w = _mm256_set1_epi32(a[2]);
+        w = EDGEC_Q8_BC(2);
         c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(w, b0));
         c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(w, b1));
-        w = _mm256_set1_epi32(a[3]);
+        w = EDGEC_Q8_BC(3);
         c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(w, b0));
         c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(w, b1));
+#undef EDGEC_Q8_BC
     }
     /* store16 takes outputs {0-3, 8-11} and {4-7, 12-15} */
 #define EDGEC_Q8_ROW(r, a, b) edgec_q8_store16(_mm256_permute2x128_si256(a, b, 0x20), \
@@ -327,20 +329,43 @@ EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t*
 /* One-group convolution as GEMM: blocks of up to nb panels of NR output pixels are packed from the input
    (im2col, scratch bp: nb * K2 * NR * 2 int16), then every panel of MR output channels of the compile-time
    packed weights wp (with its requantization parameters, set up once per block) meets each packed panel in
-   the register tile. */
+   the register tile. A padded convolution (output rows of at least NR pixels) first copies each image into
+   a plane per channel bordered with the input zero point (int8, after the panels in the scratch), so that
+   every panel within one output row packs by strided copies, not by the bounds-checked general path. */
 EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* restrict x, const int16_t* restrict wp,
                                    const int32_t* restrict bias, const int32_t* restrict mult,
                                    const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict bp, long nb)
 {
     const long C = p->c, M = p->m, P = (long)p->oh * p->ow, K2 = ((long)C * p->kh * p->kw + 1) / 2;
     const long PS = 2 * EDGEC_Q8_NR * K2; /* int16 per packed panel */
+    const long H = p->h, W = p->w, ph = p->ph, pw = p->pw;
+    /* the rows and columns the windows span (beyond H, W: the implicit end pads) */
+    const long HR = ((long)p->oh - 1) * p->sh + ((long)p->kh - 1) * p->dh + 1;
+    const long WR = ((long)p->ow - 1) * p->sw + ((long)p->kw - 1) * p->dw + 1;
+    const int pad = p->ow >= EDGEC_Q8_NR && (ph > 0 || pw > 0 || HR > H || WR > W);
+    const long HP = HR + 1; /* a row of slack: the stride-2 packing reads 32 bytes for 31 */
+    int8_t* restrict xp = (int8_t*)(void*)(bp + nb * PS);
+    edgec_q_conv_params pp = *p; /* the convolution of the padded planes: no pads */
+    if (pad) {
+        pp.h = (int32_t)HP;
+        pp.w = (int32_t)WR;
+        pp.ph = pp.pw = 0;
+        memset(xp, p->x_zp, (size_t)(C * HP * WR)); /* the borders, once: the images overwrite the same spans */
+    }
+    const long lw = pw < WR ? pw : WR, cw = W < WR - lw ? W : WR - lw; /* image columns at [lw, lw + cw) */
     for (long n = 0; n < p->n; ++n) {
-        const int8_t* restrict xn = x + n * C * p->h * p->w;
+        const int8_t* xn = x + n * C * H * W;
         int8_t* restrict yn = y + n * M * P;
+        if (pad) {
+            for (long c = 0; c < C; ++c)
+                for (long ih = 0; ih < H && ih + ph < HP; ++ih)
+                    memcpy(xp + (c * HP + ih + ph) * WR + lw, xn + (c * H + ih) * W, (size_t)cw);
+            xn = xp;
+        }
         for (long b0 = 0; b0 < P; b0 += nb * EDGEC_Q8_NR) {
             const long b1 = b0 + nb * EDGEC_Q8_NR < P ? b0 + nb * EDGEC_Q8_NR : P;
             for (long j0 = b0; j0 < b1; j0 += EDGEC_Q8_NR)
-                edgec_q8_pack_panel(p, xn, j0, b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR,
+                edgec_q8_pack_panel(&pp, xn, j0, b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR,
                                     bp + (j0 - b0) / EDGEC_Q8_NR * PS);
             for (long m0 = 0; m0 < M; m0 += EDGEC_Q8_MR) {
                 const long mr = M - m0 < EDGEC_Q8_MR ? M - m0 : EDGEC_Q8_MR;
@@ -412,8 +437,22 @@ static inline void edgec_q8_copy_plane(const int8_t* restrict xc, long H, long W
     for (long ih = 0; ih < h1; ++ih) {
         int16_t* restrict br = buf + (ih + ph) * wb + pw;
         const int8_t* restrict xr = xc + ih * W;
-        for (long iw = 0; iw < w1; ++iw) br[iw] = xr[iw];
+        long iw = 0;
+#if EDGEC_Q8_AVX2
+        for (; iw + 16 <= w1; iw += 16)
+            _mm256_storeu_si256((__m256i*)(void*)(br + iw),
+                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(const void*)(xr + iw))));
+#endif
+        for (; iw < w1; ++iw) br[iw] = xr[iw];
     }
+}
+
+/* dst[0, n) = src[0, n) for short rows (a libc memcpy call per row costs more than the copy). */
+static inline void edgec_q8_copy_row(int8_t* restrict dst, const int8_t* restrict src, long n)
+{
+    long i = 0;
+    for (; i + 8 <= n; i += 8) memcpy(dst + i, src + i, 8);
+    for (; i < n; ++i) dst[i] = src[i];
 }
 
 /* Depthwise 3x3 (one input channel per output channel, dilation 1, stride s = 1 or 2 in both directions) over
@@ -444,7 +483,7 @@ EDGEC_Q8_FN void edgec_q8_dw3x3(const edgec_q_conv_params* p, const int8_t* rest
                 edgec_q8_copy_plane(xc, H, W, p->ph, p->pw, rows, Wp, buf);
                 for (long t0 = 0; t0 < L; t0 += 16)
                     edgec_q8_dw16(buf + t0, Wp, 1, wc, &q, flat + t0, 16);
-                for (long oh = 0; oh < OH; ++oh) memcpy(yc + oh * OW, flat + oh * Wp, (size_t)OW);
+                for (long oh = 0; oh < OH; ++oh) edgec_q8_copy_row(yc + oh * OW, flat + oh * Wp, OW);
             } else {
                 edgec_q8_copy_plane(xc, H, W, p->ph, p->pw, Hp, WB, buf);
                 for (long oh = 0; oh < OH; ++oh)
@@ -562,18 +601,16 @@ def _gemm_pays(f: Dict[str, int]) -> bool:
     return pixels >= NR // 2 and (pointwise or pixels > NR)
 
 
-def _dw_pays(f: Dict[str, int]) -> bool:
-    """Whether the plane-wise depthwise kernel beats the generic one, whose tiny-plane path (planes up to 8x8,
-    double rounding) runs 8 channels per vector: only from stride-1 planes above 4x4 on."""
-    tiny = f["oh"] <= 8 and f["ow"] <= 8 and not f["single"]
-    return not (tiny and (f["sh"] == 2 or f["oh"] * f["ow"] <= 16))
-
-
 def fast_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.NodeCode]:
     """The fast kernel call of an inline-CPU ``edgec.QConv`` with the conv parameters ``f``, or None when no
     fast kernel takes it (int64 accumulation, runtime weights, grouped non-depthwise layers, tiny planes)."""
     if f["acc64"] or not node.input(1).is_constant():
         return None
+    from .kernels_int8_small import small_conv, small_depthwise  # here: its helper registers after q8_fast
+
+    small = small_conv(node, k, f) or small_depthwise(node, k, f)  # channels on the lanes: small planes
+    if small is not None:
+        return small
     init = "{" + ", ".join(f".{n} = {int(v)}" for n, v in f.items()) + "}"
     head = f"    static const edgec_q_conv_params p = {init};\n"
     if f["groups"] == 1 and _gemm_pays(f):
@@ -583,10 +620,16 @@ def fast_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.Nod
         panels = -(-f["oh"] * f["ow"] // NR)
         nb = max(1, min(panels, GEMM_BLOCK_INT16 // (2 * NR * k2)))  # packed panels per block
         body = head + f"    edgec_q8_conv_gemm(&p, x0, x1, x2, x3, x4, y0, s0, {nb});\n"
-        return _int16_scratch(K.NodeCode(ops, body, ["q8_fast"], typed=True, scratch=2 * 2 * NR * k2 * nb))
+        # then, for a padded convolution, its zero-point bordered int8 planes (the same sizes as the C)
+        hr = (f["oh"] - 1) * f["sh"] + (f["kh"] - 1) * f["dh"] + 1
+        wr = (f["ow"] - 1) * f["sw"] + (f["kw"] - 1) * f["dw"] + 1
+        pad = f["ow"] >= NR and (f["ph"] > 0 or f["pw"] > 0 or hr > f["h"] or wr > f["w"])
+        planes = f["c"] * (hr + 1) * wr if pad else 0
+        return _int16_scratch(K.NodeCode(ops, body, ["q8_fast"], typed=True,
+                                         scratch=2 * 2 * NR * k2 * nb + planes))
     dw3 = (f["groups"] == f["c"] == f["m"] and f["kh"] == f["kw"] == 3 and f["dh"] == f["dw"] == 1
            and f["sh"] == f["sw"] and f["sh"] in (1, 2))
-    if dw3 and _dw_pays(f):
+    if dw3:
         body = head + "    edgec_q8_dw3x3(&p, x0, x1, x2, x3, x4, y0, s0);\n"
         return _int16_scratch(K.NodeCode(list(node.inputs), body, ["q8_fast"], typed=True, scratch=_dw_scratch(f)))
     return None

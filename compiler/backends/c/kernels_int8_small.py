@@ -1,0 +1,504 @@
+"""Fast int8 convolution of small planes: output channels on the vector lanes (``edgec_q8_conv_cv``).
+
+The pixel-panel GEMM of :mod:`.kernels_int8_fast` puts 16 output pixels on the lanes; on the 6x6 and 3x3
+planes at the end of a MobileNet most of a panel is padding and the packing costs as much as the arithmetic.
+Here the lanes hold output channels instead: the weights are packed at compile time as
+``[ceil(M/16)][K/2][16][2]`` int16 (pairs of adjacent k), the input as one ``(x(k), x(k+1))`` int16 pair per
+k pair and pixel (``[K/2][P4]``, P rounded up to 4, padding = the input zero point), and a 16 x 4 tile
+(channels x pixels) of int32 accumulators, started from the bias, takes one ``vpmaddwd`` per 8 channels and
+pixel and k pair. Requantization runs on the channel vectors with per-lane multipliers and shifts
+(``vpsravd``); the 4 x 16 bytes of a tile are transposed so that every channel stores its 4 pixels at once.
+
+A block of 16 channels whose requantization is not the branch-free case (single rounding, shifts outside
+[-31, 0]) is requantized element by element with ``edgec_q_requant1``; the portable C99 twin
+(``-DEDGEC_Q8_PORTABLE``) computes the same integers, so both are bit-identical with
+:func:`edgec.quant.reference.run_integer`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from ...ir import ArrayTensor, Node, Shape, TensorType, Value
+from ...ir.dtypes import DType
+from . import kernels as K
+from . import kernels_int8_fast  # noqa: F401  # registers q8_fast (EDGEC_Q8_AVX2, EDGEC_Q8_FN) before q8_small
+from .kernels import KernelContext
+
+__all__ = ["MC", "PT", "dw_lanes_pays", "pack_dw_lanes", "pack_weights_lanes", "small_conv", "small_depthwise",
+           "small_pays"]
+
+#: Register tile: output channels (two vectors of 8) x output pixels.
+MC, PT = 16, 4
+#: Largest output plane (pixels) this kernel takes; larger planes fill the pixel panels of the GEMM.
+MAX_PIXELS = 48
+#: Fewest output channels: below, the padding of the 16-channel blocks and the packing outweigh the panels' waste.
+MIN_CHANNELS = 48
+
+_HELPER = """\
+/* --- int8 convolution of small planes, output channels on the lanes (portable C99; AVX2 when available) --- */
+#define EDGEC_Q8_MC 16
+#define EDGEC_Q8_PT 4
+
+/* Packs the im2col matrix of x (one image) as k pairs: xp[kk][j] = (X(2kk, j), X(2kk + 1, j)) for j < P (the
+   input zero point where a window leaves the input, 0 for the odd k), pixels P..P4-1 zero. */
+static inline void edgec_q8_cv_pack(const edgec_q_conv_params* p, const int8_t* restrict x, long P4, long K2,
+                                    int16_t* restrict xp)
+{
+    const long C = p->c, H = p->h, W = p->w, OW = p->ow, KH = p->kh, KW = p->kw, K0 = C * KH * KW, P = p->oh * OW;
+    const int16_t zx = (int16_t)p->x_zp;
+    if (KH == 1 && KW == 1 && p->sh == 1 && p->sw == 1 && p->ph == 0 && p->pw == 0 && p->oh == H && OW == W) {
+        for (long kk = 0; kk < K2; ++kk) { /* pointwise: two input planes interleaved */
+            const int8_t* restrict x0 = x + 2 * kk * P;
+            const int8_t* restrict x1 = x0 + P;
+            int16_t* restrict d = xp + 2 * P4 * kk;
+            long j = 0;
+            if (2 * kk + 1 < K0) {
+#if EDGEC_Q8_AVX2
+                for (; j + 16 <= P; j += 16) {
+                    const __m128i a = _mm_loadu_si128((const __m128i*)(const void*)(x0 + j));
+                    const __m128i b = _mm_loadu_si128((const __m128i*)(const void*)(x1 + j));
+                    _mm256_storeu_si256((__m256i*)(void*)(d + 2 * j), _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b)));
+                    _mm256_storeu_si256((__m256i*)(void*)(d + 2 * j + 16),
+                                        _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, b)));
+                }
+#endif
+                for (; j < P; ++j) {
+                    d[2 * j] = x0[j];
+                    d[2 * j + 1] = x1[j];
+                }
+            } else {
+                for (; j < P; ++j) {
+                    d[2 * j] = x0[j];
+                    d[2 * j + 1] = 0;
+                }
+            }
+            for (j = 2 * P; j < 2 * P4; ++j) d[j] = 0;
+        }
+        return;
+    }
+    long c = 0, kh = 0, kw = 0;
+    for (long k = 0; k < 2 * K2; ++k) {
+        int16_t* restrict d = xp + 2 * P4 * (k / 2) + (k & 1);
+        if (k < K0) {
+            const int8_t* restrict xc = x + c * H * W;
+            for (long j = 0; j < P; ++j) {
+                const long ih = j / OW * p->sh - p->ph + kh * p->dh, iw = j % OW * p->sw - p->pw + kw * p->dw;
+                d[2 * j] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? (int16_t)xc[ih * W + iw] : zx;
+            }
+            if (++kw == KW) {
+                kw = 0;
+                if (++kh == KH) {
+                    kh = 0;
+                    ++c;
+                }
+            }
+        } else {
+            for (long j = 0; j < P; ++j) d[2 * j] = 0;
+        }
+        for (long j = P; j < P4; ++j) d[2 * j] = 0;
+    }
+}
+
+#if EDGEC_Q8_AVX2
+/* 8 lanes of clamp(RoundingDivideByPOT(SRDHM(x, m), e) + zy) with per-lane m (mo: m >> 32), e, mask = 2^e - 1,
+   half = mask >> 1 (the branch-free double-rounding case, as edgec_q8_rq8 with one parameter set). */
+static inline __m256i edgec_q8_rq8_lanes(__m256i x, __m256i m, __m256i mo, __m256i e, __m256i mask, __m256i half,
+                                         __m256i zy, __m256i lo, __m256i hi)
+{
+    const __m256i rnd = _mm256_set1_epi64x((int64_t)1 << 30);
+    const __m256i pe = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, m), rnd), 31);
+    const __m256i po = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), mo), rnd), 31);
+    const __m256i s = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+    const __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(s, mask), _mm256_sub_epi32(half, _mm256_srai_epi32(s, 31)));
+    const __m256i v = _mm256_add_epi32(_mm256_sub_epi32(_mm256_srav_epi32(s, e), up), zy);
+    return _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+}
+/* The 16 int8 of two vectors of 8 int32 (already in [-128, 127]), in order. */
+static inline __m128i edgec_q8_pack16(__m256i a, __m256i b)
+{
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
+    return _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+}
+#endif
+
+/* Convolution (one group) of a small output plane: y[m][j] = requant(bias[m] + sum_k W[m][k] X[k][j]) with the
+   weights wp packed as [ceil(M/16)][K2][16][2] int16 and the pixel-major pairs of X in the scratch xp. */
+EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* restrict x, const int16_t* restrict wp,
+                                 const int32_t* restrict bias, const int32_t* restrict mult,
+                                 const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict xp)
+{
+    const long C = p->c, M = p->m, P = (long)p->oh * p->ow, K2 = ((long)C * p->kh * p->kw + 1) / 2;
+    const long P4 = (P + EDGEC_Q8_PT - 1) / EDGEC_Q8_PT * EDGEC_Q8_PT;
+    const int32_t zy = p->y_zp, lo = p->qmin, hi = p->qmax, pc = p->per_channel, single = p->single;
+    for (long n = 0; n < p->n; ++n) {
+        edgec_q8_cv_pack(p, x + n * C * p->h * p->w, P4, K2, xp);
+        int8_t* restrict yn = y + n * M * P;
+        for (long m0 = 0; m0 < M; m0 += EDGEC_Q8_MC) {
+            const long mc = M - m0 < EDGEC_Q8_MC ? M - m0 : EDGEC_Q8_MC;
+            const int16_t* restrict ap = wp + 2 * EDGEC_Q8_MC * K2 * (m0 / EDGEC_Q8_MC);
+            int32_t b[EDGEC_Q8_MC], mv[EDGEC_Q8_MC], ev[EDGEC_Q8_MC];
+            int fast = !single;
+            for (long r = 0; r < EDGEC_Q8_MC; ++r) {
+                const long m = m0 + (r < mc ? r : 0), c = pc ? m : 0;
+                b[r] = bias[m];
+                mv[r] = mult[c];
+                ev[r] = -shift[c];
+                fast = fast && mult[c] > 0 && shift[c] <= 0 && shift[c] >= -31;
+            }
+#if EDGEC_Q8_AVX2
+            __m256i vm[2], vmo[2], ve[2], vmask[2], vhalf[2];
+            for (int h = 0; h < 2; ++h) {
+                int32_t mk[8];
+                for (int r = 0; r < 8; ++r) mk[r] = fast ? (int32_t)(((uint32_t)1 << ev[8 * h + r]) - 1u) : 0;
+                vm[h] = _mm256_loadu_si256((const __m256i*)(const void*)(mv + 8 * h));
+                vmo[h] = _mm256_srli_epi64(vm[h], 32);
+                ve[h] = fast ? _mm256_loadu_si256((const __m256i*)(const void*)(ev + 8 * h)) : _mm256_setzero_si256();
+                vmask[h] = _mm256_loadu_si256((const __m256i*)(const void*)mk);
+                vhalf[h] = _mm256_srai_epi32(vmask[h], 1);
+            }
+            const __m256i vzy = _mm256_set1_epi32(zy), vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
+            const __m256i b0 = _mm256_loadu_si256((const __m256i*)(const void*)b);
+            const __m256i b1 = _mm256_loadu_si256((const __m256i*)(const void*)(b + 8));
+            for (long j0 = 0; j0 < P; j0 += EDGEC_Q8_PT) {
+                const int16_t* restrict x0 = xp + 2 * j0;
+                __m256i c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1, c30 = b0, c31 = b1;
+                for (long k = 0; k < K2; ++k) {
+                    const __m256i w0 = _mm256_loadu_si256((const __m256i*)(const void*)(ap + 32 * k));
+                    const __m256i w1 = _mm256_loadu_si256((const __m256i*)(const void*)(ap + 32 * k + 16));
+#define EDGEC_Q8_BX(j) _mm256_broadcastd_epi32(_mm_loadu_si32((const void*)(x0 + 2 * P4 * k + 2 * (j))))
+                    __m256i v = EDGEC_Q8_BX(0);
+                    c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(w0, v));
+                    c01 = _mm256_add_epi32(c01, _mm256_madd_epi16(w1, v));
+                    v = EDGEC_Q8_BX(1);
+                    c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(w0, v));
+                    c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(w1, v));
+                    v = EDGEC_Q8_BX(2);
+                    c20 = _mm256_add_epi32(c20, _mm256_madd_epi16(w0, v));
+                    c21 = _mm256_add_epi32(c21, _mm256_madd_epi16(w1, v));
+                    v = EDGEC_Q8_BX(3);
+                    c30 = _mm256_add_epi32(c30, _mm256_madd_epi16(w0, v));
+                    c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(w1, v));
+#undef EDGEC_Q8_BX
+                }
+                const long nj = P - j0 < EDGEC_Q8_PT ? P - j0 : EDGEC_Q8_PT;
+                if (!fast) {
+                    int32_t t[EDGEC_Q8_PT][EDGEC_Q8_MC];
+                    const __m256i acc[EDGEC_Q8_PT][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
+                    for (int j = 0; j < EDGEC_Q8_PT; ++j)
+                        for (int h = 0; h < 2; ++h)
+                            _mm256_storeu_si256((__m256i*)(void*)(t[j] + 8 * h), acc[j][h]);
+                    for (long r = 0; r < mc; ++r)
+                        for (long j = 0; j < nj; ++j)
+                            yn[(m0 + r) * P + j0 + j] = edgec_q_requant1(t[j][r], mv[r], -ev[r], zy, lo, hi, single);
+                    continue;
+                }
+#define EDGEC_Q8_RQ(a, h) edgec_q8_rq8_lanes(a, vm[h], vmo[h], ve[h], vmask[h], vhalf[h], vzy, vlo, vhi)
+                /* one vector of 16 channels per pixel, then transposed: 4 pixels of each channel in one int32 */
+                const __m128i q0 = edgec_q8_pack16(EDGEC_Q8_RQ(c00, 0), EDGEC_Q8_RQ(c01, 1));
+                const __m128i q1 = edgec_q8_pack16(EDGEC_Q8_RQ(c10, 0), EDGEC_Q8_RQ(c11, 1));
+                const __m128i q2 = edgec_q8_pack16(EDGEC_Q8_RQ(c20, 0), EDGEC_Q8_RQ(c21, 1));
+                const __m128i q3 = edgec_q8_pack16(EDGEC_Q8_RQ(c30, 0), EDGEC_Q8_RQ(c31, 1));
+#undef EDGEC_Q8_RQ
+                const __m128i a01 = _mm_unpacklo_epi8(q0, q1), b01 = _mm_unpackhi_epi8(q0, q1);
+                const __m128i a23 = _mm_unpacklo_epi8(q2, q3), b23 = _mm_unpackhi_epi8(q2, q3);
+                int32_t cols[EDGEC_Q8_MC]; /* cols[r]: the 4 pixels of channel m0 + r */
+                _mm_storeu_si128((__m128i*)(void*)cols, _mm_unpacklo_epi16(a01, a23));
+                _mm_storeu_si128((__m128i*)(void*)(cols + 4), _mm_unpackhi_epi16(a01, a23));
+                _mm_storeu_si128((__m128i*)(void*)(cols + 8), _mm_unpacklo_epi16(b01, b23));
+                _mm_storeu_si128((__m128i*)(void*)(cols + 12), _mm_unpackhi_epi16(b01, b23));
+                if (nj == EDGEC_Q8_PT) {
+                    for (long r = 0; r < mc; ++r) memcpy(yn + (m0 + r) * P + j0, cols + r, 4);
+                } else {
+                    for (long r = 0; r < mc; ++r) memcpy(yn + (m0 + r) * P + j0, cols + r, (size_t)nj);
+                }
+            }
+#else
+            for (long j = 0; j < P; ++j) {
+                for (long r = 0; r < mc; ++r) {
+                    int32_t acc = b[r];
+                    for (long k = 0; k < K2; ++k)
+                        acc += ap[32 * k + 2 * r] * xp[2 * P4 * k + 2 * j] +
+                               ap[32 * k + 2 * r + 1] * xp[2 * P4 * k + 2 * j + 1];
+                    yn[(m0 + r) * P + j] = edgec_q_requant1(acc, mv[r], -ev[r], zy, lo, hi, single);
+                }
+            }
+#endif
+        }
+    }
+}
+/* The lane order of vpunpckl/hwd on 16 channels: "lo" holds channels {0-3, 8-11}, "hi" {4-7, 12-15}; lane l
+   holds channel edgec_q8_dw_lane[l] (and channel r lane edgec_q8_dw_lane[r]: the table is its own inverse). */
+static const int edgec_q8_dw_lane[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+
+/* Depthwise convolution (one input channel per output channel, any window, stride and dilation) with 16
+   channels on the lanes: each block of 16 input planes is transposed once into buf ([Hp][Wp][16] int16, the
+   borders the input zero point, written once per call), a pair of taps (a, b) is one vpunpckl/hwd of the two
+   taps' channel vectors and one vpmaddwd with the pair's interleaved weights, and 4 output pixels of the 16
+   channels are requantized and stored as in edgec_q8_conv_cv. */
+EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* restrict x, const int16_t* restrict wq,
+                               const int32_t* restrict bias, const int32_t* restrict mult,
+                               const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict buf)
+{
+    const long C = p->c, H = p->h, W = p->w, OH = p->oh, OW = p->ow, KH = p->kh, KW = p->kw, T = KH * KW;
+    const long sh = p->sh, sw = p->sw, dh = p->dh, dw = p->dw, P = OH * OW;
+    const int32_t zy = p->y_zp, lo = p->qmin, hi = p->qmax, pc = p->per_channel, single = p->single;
+#if EDGEC_Q8_AVX2
+    const long Hp = (OH - 1) * sh + (KH - 1) * dh + 1, Wp = (OW - 1) * sw + (KW - 1) * dw + 1;
+    const long ihe = H < Hp - p->ph ? H : Hp - p->ph, iwe = W < Wp - p->pw ? W : Wp - p->pw;
+    const int16_t zx = (int16_t)p->x_zp;
+    int8_t zrow[8];
+    for (int i = 0; i < 8; ++i) zrow[i] = (int8_t)zx;
+    for (long i = 0; i < Hp * Wp * 16; ++i) buf[i] = zx; /* the borders, once */
+#endif
+    for (long n = 0; n < p->n; ++n) {
+        for (long c0 = 0; c0 < C; c0 += 16) {
+            const long nc = C - c0 < 16 ? C - c0 : 16;
+            int32_t b[16], mv[16], ev[16];
+            int fast = !single;
+            for (long r = 0; r < 16; ++r) {
+                const long c = c0 + (r < nc ? r : 0), k = pc ? c : 0;
+                b[r] = bias[c];
+                mv[r] = mult[k];
+                ev[r] = -shift[k];
+                fast = fast && mult[k] > 0 && shift[k] <= 0 && shift[k] >= -31;
+            }
+#if EDGEC_Q8_AVX2
+            const int8_t* xr[16]; /* the 16 input planes (the zero point's row past the last channel) */
+            for (long r = 0; r < 16; ++r) xr[r] = r < nc ? x + (n * C + c0 + r) * H * W : 0;
+            long f = 0; /* chunks of 8 pixels of the flattened planes (any width), transposed to 8 x 16 channels */
+            for (long ih0 = 0, iw0 = 0; f + 8 <= H * W; f += 8) {
+                __m128i t[8], u[8], v[8], px[8];
+                for (int i = 0; i < 8; ++i) {
+                    const int8_t* a = xr[2 * i] ? xr[2 * i] + f : zrow;
+                    const int8_t* e = xr[2 * i + 1] ? xr[2 * i + 1] + f : zrow;
+                    t[i] = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i*)(const void*)a),
+                                             _mm_loadl_epi64((const __m128i*)(const void*)e));
+                }
+                for (int i = 0; i < 4; ++i) {
+                    u[2 * i] = _mm_unpacklo_epi16(t[2 * i], t[2 * i + 1]);
+                    u[2 * i + 1] = _mm_unpackhi_epi16(t[2 * i], t[2 * i + 1]);
+                }
+                for (int i = 0; i < 2; ++i) { /* i = 0: channels 0-7, 1: 8-15 */
+                    v[4 * i] = _mm_unpacklo_epi32(u[4 * i], u[4 * i + 2]);
+                    v[4 * i + 1] = _mm_unpackhi_epi32(u[4 * i], u[4 * i + 2]);
+                    v[4 * i + 2] = _mm_unpacklo_epi32(u[4 * i + 1], u[4 * i + 3]);
+                    v[4 * i + 3] = _mm_unpackhi_epi32(u[4 * i + 1], u[4 * i + 3]);
+                }
+                for (int i = 0; i < 4; ++i) {
+                    px[2 * i] = _mm_unpacklo_epi64(v[i], v[4 + i]);
+                    px[2 * i + 1] = _mm_unpackhi_epi64(v[i], v[4 + i]);
+                }
+                for (int i = 0; i < 8; ++i) { /* pixels outside the window reach (ihe x iwe) are not needed */
+                    if (ih0 < ihe && iw0 < iwe)
+                        _mm256_storeu_si256((__m256i*)(void*)(buf + ((ih0 + p->ph) * Wp + iw0 + p->pw) * 16),
+                                            _mm256_cvtepi8_epi16(px[i]));
+                    if (++iw0 == W) {
+                        iw0 = 0;
+                        ++ih0;
+                    }
+                }
+            }
+            for (; f < H * W; ++f) {
+                const long ih = f / W, iw = f % W;
+                if (ih < ihe && iw < iwe)
+                    for (long r = 0; r < 16; ++r)
+                        buf[((ih + p->ph) * Wp + iw + p->pw) * 16 + r] = xr[r] ? xr[r][f] : zx;
+            }
+            /* per pair of taps: the two taps' offsets in buf (the weights come packed in lane order) */
+            long oa[13], ob[13];
+            for (long tp = 0; 2 * tp < T; ++tp) {
+                const long ta = 2 * tp, tb = 2 * tp + 1 < T ? 2 * tp + 1 : 2 * tp;
+                oa[tp] = (ta / KW * dh * Wp + ta % KW * dw) * 16;
+                ob[tp] = (tb / KW * dh * Wp + tb % KW * dw) * 16;
+            }
+            const int16_t* restrict wb = wq + (c0 / 16) * ((T + 1) / 2) * 32;
+            int32_t bl[16], ml[16], el[16], kl[16];
+            for (int l = 0; l < 16; ++l) {
+                bl[l] = b[edgec_q8_dw_lane[l]];
+                ml[l] = mv[edgec_q8_dw_lane[l]];
+                el[l] = fast ? ev[edgec_q8_dw_lane[l]] : 0;
+                kl[l] = fast ? (int32_t)(((uint32_t)1 << el[l]) - 1u) : 0;
+            }
+            __m256i vb[2], vm[2], vmo[2], ve[2], vmask[2], vhalf[2];
+            for (int h = 0; h < 2; ++h) {
+                vb[h] = _mm256_loadu_si256((const __m256i*)(const void*)(bl + 8 * h));
+                vm[h] = _mm256_loadu_si256((const __m256i*)(const void*)(ml + 8 * h));
+                vmo[h] = _mm256_srli_epi64(vm[h], 32);
+                ve[h] = _mm256_loadu_si256((const __m256i*)(const void*)(el + 8 * h));
+                vmask[h] = _mm256_loadu_si256((const __m256i*)(const void*)(kl + 8 * h));
+                vhalf[h] = _mm256_srai_epi32(vmask[h], 1);
+            }
+            const __m256i vzy = _mm256_set1_epi32(zy), vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
+            long oh = 0, ow = 0; /* the next pixel's row and column */
+            for (long j0 = 0; j0 < P; j0 += 4) {
+                const long nj = P - j0 < 4 ? P - j0 : 4;
+                __m128i q[4];
+                int32_t t[4][16];
+                for (long j = 0; j < 4; ++j) {
+                    const int16_t* restrict o = buf + (oh * sh * Wp + ow * sw) * 16;
+                    if (j + 1 < nj && ++ow == OW) { /* past the plane: pixel j0 + nj - 1 again */
+                        ow = 0;
+                        ++oh;
+                    }
+                    __m256i al = vb[0], ah = vb[1];
+                    for (long tp = 0; 2 * tp < T; ++tp) {
+                        const __m256i xa = _mm256_loadu_si256((const __m256i*)(const void*)(o + oa[tp]));
+                        const __m256i xb = _mm256_loadu_si256((const __m256i*)(const void*)(o + ob[tp]));
+                        const __m256i wl = _mm256_loadu_si256((const __m256i*)(const void*)(wb + 32 * tp));
+                        const __m256i wh = _mm256_loadu_si256((const __m256i*)(const void*)(wb + 32 * tp + 16));
+                        al = _mm256_add_epi32(al, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), wl));
+                        ah = _mm256_add_epi32(ah, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), wh));
+                    }
+                    if (!fast) {
+                        _mm256_storeu_si256((__m256i*)(void*)t[j], al);
+                        _mm256_storeu_si256((__m256i*)(void*)(t[j] + 8), ah);
+                        continue;
+                    }
+                    al = edgec_q8_rq8_lanes(al, vm[0], vmo[0], ve[0], vmask[0], vhalf[0], vzy, vlo, vhi);
+                    ah = edgec_q8_rq8_lanes(ah, vm[1], vmo[1], ve[1], vmask[1], vhalf[1], vzy, vlo, vhi);
+                    const __m256i w16 = _mm256_packs_epi32(al, ah); /* channels 0-7 | 8-15 as int16 */
+                    q[j] = _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+                }
+                if (nj == 4 && ++ow == OW) { /* pixel j0 + 4 */
+                    ow = 0;
+                    ++oh;
+                }
+                if (!fast) {
+                    for (long l = 0; l < 16; ++l) {
+                        const long r = edgec_q8_dw_lane[l];
+                        if (r >= nc) continue;
+                        for (long j = 0; j < nj; ++j)
+                            y[(n * C + c0 + r) * P + j0 + j] =
+                                edgec_q_requant1(t[j][l], mv[r], -ev[r], zy, lo, hi, single);
+                    }
+                    continue;
+                }
+                const __m128i a01 = _mm_unpacklo_epi8(q[0], q[1]), b01 = _mm_unpackhi_epi8(q[0], q[1]);
+                const __m128i a23 = _mm_unpacklo_epi8(q[2], q[3]), b23 = _mm_unpackhi_epi8(q[2], q[3]);
+                int32_t cols[16]; /* cols[r]: the 4 pixels of channel c0 + r */
+                _mm_storeu_si128((__m128i*)(void*)cols, _mm_unpacklo_epi16(a01, a23));
+                _mm_storeu_si128((__m128i*)(void*)(cols + 4), _mm_unpackhi_epi16(a01, a23));
+                _mm_storeu_si128((__m128i*)(void*)(cols + 8), _mm_unpacklo_epi16(b01, b23));
+                _mm_storeu_si128((__m128i*)(void*)(cols + 12), _mm_unpackhi_epi16(b01, b23));
+                if (nj == 4) {
+                    for (long r = 0; r < nc; ++r) memcpy(y + (n * C + c0 + r) * P + j0, cols + r, 4);
+                } else {
+                    for (long r = 0; r < nc; ++r) memcpy(y + (n * C + c0 + r) * P + j0, cols + r, (size_t)nj);
+                }
+            }
+#else
+            (void)buf;
+            for (long r = 0; r < nc; ++r) {
+                const long c = c0 + r;
+                const int8_t* restrict xc = x + (n * C + c) * H * W;
+                for (long j = 0; j < P; ++j) {
+                    int32_t acc = b[r];
+                    for (long t = 0; t < T; ++t) {
+                        const long ih = j / OW * sh - p->ph + t / KW * dh, iw = j % OW * sw - p->pw + t % KW * dw;
+                        acc += wq[(c / 16) * ((T + 1) / 2) * 32 + t / 2 * 32 + 2 * edgec_q8_dw_lane[c % 16] + t % 2] *
+                               ((ih >= 0 && ih < H && iw >= 0 && iw < W) ? xc[ih * W + iw] : p->x_zp);
+                    }
+                    y[(n * C + c) * P + j] = edgec_q_requant1(acc, mv[r], -ev[r], zy, lo, hi, single);
+                }
+            }
+#endif
+        }
+    }
+}
+"""
+
+K.HELPERS["q8_small"] = _HELPER
+K.HELPER_DEPS["q8_small"] = ("q_common", "q_kernels", "q8_fast")  # EDGEC_Q8_AVX2, EDGEC_Q8_FN
+
+
+def pack_weights_lanes(w: np.ndarray) -> np.ndarray:
+    """[M, C, KH, KW] int8 -> ``[ceil(M/MC)][ceil(K/2)][MC][2]`` int16 (K = C*KH*KW; zero-padded rows and k)."""
+    m = int(w.shape[0])
+    k0 = int(np.prod(w.shape[1:]))
+    mp, k2 = -(-m // MC) * MC, -(-k0 // 2)
+    a = np.zeros((mp, 2 * k2), np.int16)
+    a[:m, :k0] = np.asarray(w, np.int64).reshape(m, k0)
+    return np.ascontiguousarray(a.reshape(mp // MC, MC, k2, 2).transpose(0, 2, 1, 3).reshape(-1))
+
+
+def _packed(k: KernelContext, base: Value, tag: str, pack: Callable[[np.ndarray], np.ndarray]) -> Value:
+    """The int16 copy ``pack(base)`` of the constant weight ``base`` (cached: layers sharing a weight share it)."""
+    cache = k.__dict__.setdefault(f"_{tag}", {})
+    if id(base) not in cache:
+        arr = pack(np.asarray(base.const.numpy()))
+        cache[id(base)] = (base, Value(f"{base.name}_{tag}", TensorType(DType.INT16, Shape((arr.size,))),
+                                       ArrayTensor(arr)))
+    return cache[id(base)][1]
+
+
+def small_pays(f: Dict[str, int]) -> bool:
+    """Whether a one-group convolution goes to the channel-lane kernel: planes up to ``MAX_PIXELS`` pixels (the
+    pixel panels of 16 are then mostly padding, measured on the benchmark's MobileNetV2)."""
+    return f["groups"] == 1 and f["oh"] * f["ow"] <= MAX_PIXELS and f["m"] >= MIN_CHANNELS
+
+
+def small_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.NodeCode]:
+    """The ``edgec_q8_conv_cv`` call of an inline-CPU one-group ``edgec.QConv`` on a small plane, or None."""
+    if f["acc64"] or not node.input(1).is_constant() or not small_pays(f):
+        return None
+    ops = list(node.inputs)
+    ops[1] = _packed(k, node.input(1), "q8lanes", pack_weights_lanes)
+    k2 = (f["c"] * f["kh"] * f["kw"] + 1) // 2
+    p4 = -(-f["oh"] * f["ow"] // PT) * PT
+    init = "{" + ", ".join(f".{n} = {int(v)}" for n, v in f.items()) + "}"
+    body = (f"    static const edgec_q_conv_params p = {init};\n"
+            "    edgec_q8_conv_cv(&p, x0, x1, x2, x3, x4, y0, s0);\n")
+    code = K.NodeCode(ops, body, ["q8_small"], typed=True, scratch=2 * 2 * k2 * p4)
+    code.scratch_ctype = "int16_t"  # type: ignore[attr-defined]
+    return code
+
+
+#: Largest output plane of the channel-lane depthwise kernel (larger planes: the plane-wise edgec_q8_dw3x3).
+DW_MAX_PIXELS = 256
+#: Most taps of its window (the pairs of taps live in registers and a fixed array).
+DW_MAX_TAPS = 25
+
+
+def _dw_lanes_scratch(f: Dict[str, int]) -> int:
+    """Bytes of the transposed padded block of 16 planes (the same sizes as the C)."""
+    hp = (f["oh"] - 1) * f["sh"] + (f["kh"] - 1) * f["dh"] + 1
+    wp = (f["ow"] - 1) * f["sw"] + (f["kw"] - 1) * f["dw"] + 1
+    return 2 * 16 * hp * wp
+
+
+def dw_lanes_pays(f: Dict[str, int]) -> bool:
+    """Whether a depthwise layer goes to the channel-lane kernel: planes up to ``DW_MAX_PIXELS`` pixels."""
+    return (f["groups"] == f["c"] == f["m"] and f["kh"] * f["kw"] <= DW_MAX_TAPS
+            and f["oh"] * f["ow"] <= DW_MAX_PIXELS)
+
+
+#: Lane l of the depthwise kernel's vectors holds channel DW_LANE[l] of a block of 16 (vpunpckl/hwd order).
+DW_LANE = np.array([0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15])
+
+
+def pack_dw_lanes(w: np.ndarray) -> np.ndarray:
+    """[C, 1, KH, KW] int8 -> ``[ceil(C/16)][ceil(T/2)][16][2]`` int16 (T = KH*KW): block q, pair tp, lane l
+    holds taps (2tp, 2tp + 1) of channel ``16q + DW_LANE[l]`` (zero-padded channels and the odd tap)."""
+    c, t = int(w.shape[0]), int(np.prod(w.shape[1:]))
+    cp, t2 = -(-c // 16) * 16, -(-t // 2)
+    a = np.zeros((cp, 2 * t2), np.int16)
+    a[:c, :t] = np.asarray(w, np.int64).reshape(c, t)
+    a = a.reshape(cp // 16, 16, t2, 2)[:, DW_LANE]
+    return np.ascontiguousarray(a.transpose(0, 2, 1, 3).reshape(-1))
+
+
+def small_depthwise(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.NodeCode]:
+    """The ``edgec_q8_dw_cv`` call of an inline-CPU depthwise ``edgec.QConv``, or None."""
+    if f["acc64"] or not node.input(1).is_constant() or not dw_lanes_pays(f):
+        return None
+    init = "{" + ", ".join(f".{n} = {int(v)}" for n, v in f.items()) + "}"
+    body = (f"    static const edgec_q_conv_params p = {init};\n"
+            "    edgec_q8_dw_cv(&p, x0, x1, x2, x3, x4, y0, s0);\n")
+    ops = list(node.inputs)
+    ops[1] = _packed(k, node.input(1), "q8dw", pack_dw_lanes)
+    code = K.NodeCode(ops, body, ["q8_small"], typed=True, scratch=_dw_lanes_scratch(f))
+    code.scratch_ctype = "int16_t"  # type: ignore[attr-defined]
+    return code
