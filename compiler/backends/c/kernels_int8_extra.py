@@ -111,6 +111,18 @@ static void edgec_q_avgpool_rq_s8(const edgec_q_avgpool_rq_params* p, const int3
                                   const int8_t* x, int8_t* y)
 {
     const long H = p->h, W = p->w, OH = p->oh, OW = p->ow;
+    if (OH == 1 && OW == 1 && p->kh == H && p->kw == W && p->ph == 0 && p->pw == 0) { /* global: no window */
+        const int32_t cnt = (int32_t)(H * W) < p->count_min ? p->count_min : (int32_t)(H * W);
+        const long k = cnt - p->count_min;
+        for (long q = 0; q < p->nc; ++q) {
+            const int8_t* xp = x + q * H * W;
+            int32_t s = 0;
+            for (long i = 0; i < H * W; ++i) s += xp[i];
+            s -= (int32_t)(H * W) * p->x_zp;
+            y[q] = edgec_q_clamp8(edgec_q_mbqm(s, mult[k], shift[k], p->single) + p->y_zp, p->qmin, p->qmax);
+        }
+        return;
+    }
     for (long q = 0; q < p->nc; ++q) {
         const int8_t* xp = x + q * H * W;
         for (long oh = 0; oh < OH; ++oh) {
