@@ -155,6 +155,28 @@ static inline void edgec_q8_store16(__m256i lo, __m256i hi, const edgec_q8_rq* q
         for (long j = 0; j < n; ++j) y[j] = t[j];
     }
 }
+/* Requantize and store n <= 16 outputs of one channel held in order (a: outputs 0-7, b: 8-15), the bias
+   already in the accumulators. */
+static inline void edgec_q8_store16_seq(__m256i a, __m256i b, const edgec_q8_rq* q, int8_t* restrict y, long n)
+{
+    if (!q->fast) {
+        int32_t t[16];
+        _mm256_storeu_si256((__m256i*)(void*)t, a);
+        _mm256_storeu_si256((__m256i*)(void*)(t + 8), b);
+        for (long j = 0; j < n; ++j) y[j] = edgec_q_requant1(t[j], q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
+        return;
+    }
+    const __m256i w = _mm256_packs_epi32(edgec_q8_rq8(a, q), edgec_q8_rq8(b, q)); /* 0-3 8-11 | 4-7 12-15 */
+    const __m128i v = _mm_shuffle_epi32(_mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)),
+                                        0xD8);
+    if (n == 16) {
+        _mm_storeu_si128((__m128i*)(void*)y, v);
+    } else {
+        int8_t t[16];
+        _mm_storeu_si128((__m128i*)(void*)t, v);
+        for (long j = 0; j < n; ++j) y[j] = t[j];
+    }
+}
 #endif
 
 /* One MR x NR tile: sum over k of A(r, k) B(k, j) (ap: K2 pairs of [MR][2] int16, bp: K2 pairs of [NR][2]
@@ -163,8 +185,8 @@ static inline void edgec_q8_tile(long K2, const int16_t* restrict ap, const int1
                                  long mr, int8_t* restrict y, long ldy, long nj)
 {
 #if EDGEC_Q8_AVX2
-    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
-            c31 = c00;
+    /* the accumulators start from the bias */
+    __m256i c00 = q[0].vb, c01 = c00, c10 = q[1].vb, c11 = c10, c20 = q[2].vb, c21 = c20, c30 = q[3].vb, c31 = c30;
     for (long k = 0; k < K2; ++k) {
         const __m256i b0 = _mm256_loadu_si256((const __m256i*)(const void*)(bp + 32 * k));
         const __m256i b1 = _mm256_loadu_si256((const __m256i*)(const void*)(bp + 32 * k + 16));
@@ -185,9 +207,7 @@ static inline void edgec_q8_tile(long K2, const int16_t* restrict ap, const int1
         c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(w, b1));
 #undef EDGEC_Q8_BC
     }
-    /* store16 takes outputs {0-3, 8-11} and {4-7, 12-15} */
-#define EDGEC_Q8_ROW(r, a, b) edgec_q8_store16(_mm256_permute2x128_si256(a, b, 0x20), \
-                                               _mm256_permute2x128_si256(a, b, 0x31), q + (r), y + (r) * ldy, nj)
+#define EDGEC_Q8_ROW(r, a, b) edgec_q8_store16_seq(a, b, q + (r), y + (r) * ldy, nj)
     EDGEC_Q8_ROW(0, c00, c01);
     if (mr > 1) EDGEC_Q8_ROW(1, c10, c11);
     if (mr > 2) EDGEC_Q8_ROW(2, c20, c21);
