@@ -61,6 +61,11 @@ _HELPER = """\
 #else
 #define EDGEC_Q8_FN static
 #endif
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
+#define EDGEC_Q8_UNROLL2 _Pragma("GCC unroll 2") /* the k loops of the register tiles: ~6% of a MobileNet */
+#else
+#define EDGEC_Q8_UNROLL2
+#endif
 
 /* Requantization of one output channel: the double-rounding case without saturation (M0 > 0,
    shift in [-31, 0]) branch-free; anything else element by element with edgec_q_requant1. */
@@ -187,6 +192,7 @@ static inline void edgec_q8_tile(long K2, const int16_t* restrict ap, const int1
 #if EDGEC_Q8_AVX2
     /* the accumulators start from the bias */
     __m256i c00 = q[0].vb, c01 = c00, c10 = q[1].vb, c11 = c10, c20 = q[2].vb, c21 = c20, c30 = q[3].vb, c31 = c30;
+    EDGEC_Q8_UNROLL2
     for (long k = 0; k < K2; ++k) {
         const __m256i b0 = _mm256_loadu_si256((const __m256i*)(const void*)(bp + 32 * k));
         const __m256i b1 = _mm256_loadu_si256((const __m256i*)(const void*)(bp + 32 * k + 16));

@@ -165,6 +165,7 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
             for (long j0 = 0; j0 < P; j0 += EDGEC_Q8_PT) {
                 const int16_t* restrict x0 = xp + 2 * j0;
                 __m256i c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1, c30 = b0, c31 = b1;
+                EDGEC_Q8_UNROLL2
                 for (long k = 0; k < K2; ++k) {
                     const __m256i w0 = _mm256_loadu_si256((const __m256i*)(const void*)(ap + 32 * k));
                     const __m256i w1 = _mm256_loadu_si256((const __m256i*)(const void*)(ap + 32 * k + 16));
