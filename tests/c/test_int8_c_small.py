@@ -1,9 +1,9 @@
 """The channel-lane int8 convolutions of small planes (``kernels_int8_small``: ``edgec_q8_conv_cv`` and the
 depthwise ``edgec_q8_dw_cv``) are bit-exact with
 ``edgec.quant.reference.run_integer`` on every remainder of its 16 x 4 tile: output channels not a multiple of
-16 (and a last block of 1 or 2), odd patch lengths, planes of 1 to 48 pixels (not multiples of 4), pointwise and padded
-3x3 full convolutions with strides 1 and 2, depthwise windows of 9 and 25 taps (dilated, strided, asymmetric
-pads, channel blocks of 16 with remainders); per-channel and per-tensor weights, double rounding (the vector
+16 (and a last block of 1 or 2), odd patch lengths, planes of 1 to 16 pixels (not multiples of 4), pointwise
+with strides 1 and 2 (the im2col path), depthwise windows of 9 and 25 taps (dilated, strided, asymmetric pads,
+channel blocks of 16 with remainders); per-channel and per-tensor weights, double rounding (the vector
 requantization) and single rounding (element by element). Each configuration is built three times: AVX2
 (-march=native), ASan/UBSan (-mavx2) and portable C (-DEDGEC_Q8_PORTABLE); all warnings are errors."""
 
@@ -43,13 +43,13 @@ def small_net() -> onnx.ModelProto:
     nodes = [
         h.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),  # 3x3 pad 1: M 24, K 54, P 49 (GEMM)
         h.make_node("Relu", ["c0"], ["r0"]),
-        h.make_node("Conv", ["r0", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),  # M 50, K 216, P 16
+        h.make_node("Conv", ["r0", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),  # 3x3: the generic kernel
         h.make_node("Conv", ["c1", "w2", "b2"], ["c2"]),  # pointwise M 61, K 50, P 16
         h.make_node("Clip", ["c2", "zero", "six"], ["r2"]),
-        h.make_node("Conv", ["r2", "w3", "b3"], ["c3"], strides=[2, 2]),  # 1x1 stride 2: M 48, K 61 (odd), P 4
+        h.make_node("Conv", ["r2", "w3", "b3"], ["c3"], strides=[2, 2]),  # 1x1 stride 2 (the im2col of full windows): M 48, K 61 (odd), P 4
         h.make_node("Conv", ["c3", "w4", "b4"], ["y0"], strides=[2, 2]),  # M 49, K 48, P 1
-        h.make_node("Conv", ["r0", "w5", "b5"], ["y1"], strides=[2, 2]),  # 3x3 pad 0 s2: M 57, K 216, P 9
-        h.make_node("Conv", ["x", "w6", "b6"], ["y2"], pads=[0, 1, 0, 1]),  # M 64, K 18, P 5x9 = 45
+        h.make_node("Conv", ["r0", "w5", "b5"], ["y1"], strides=[2, 2]),  # 3x3: the generic kernel
+        h.make_node("Conv", ["x", "w6", "b6"], ["y2"], pads=[0, 1, 0, 1]),  # 3x1 on 45 pixels: the GEMM
         # depthwise (channels on the lanes too): 24 channels on 7x7 (flattened chunks of 8 and a tail)
         h.make_node("Conv", ["r0", "wd0", "bd0"], ["d0"], group=24, pads=[1, 1, 1, 1]),
         # 5x5 taps (an odd count), dilation 2, stride 2, to 4x4
@@ -104,10 +104,10 @@ def test_pack_dw_lanes_layout() -> None:
 
 
 def test_small_planes_only() -> None:
-    """Planes up to 48 pixels with at least 48 output channels, one group; the rest goes elsewhere."""
-    f = {"groups": 1, "oh": 6, "ow": 8, "m": 48}
+    """1x1 windows on planes up to 48 pixels with at least 48 output channels, one group; the rest elsewhere."""
+    f = {"groups": 1, "kh": 1, "kw": 1, "oh": 6, "ow": 8, "m": 48}
     assert small_pays(f) and not small_pays({**f, "ow": 9}) and not small_pays({**f, "groups": 2})
-    assert not small_pays({**f, "m": 47})
+    assert not small_pays({**f, "m": 47}) and not small_pays({**f, "kh": 3})
     dw = {"groups": 8, "c": 8, "m": 8, "kh": 3, "kw": 3, "oh": 16, "ow": 16}
     assert dw_lanes_pays(dw) and not dw_lanes_pays({**dw, "ow": 17}) and not dw_lanes_pays({**dw, "m": 16})
 
@@ -122,7 +122,7 @@ def test_small_plane_kernel_bit_exact(per_channel: bool, rounding: str, models: 
     code, res = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", rounding=rounding)
     assert not res.float_regions and not res.float_nodes, res.summary()
     src = code.files["model.c"]
-    assert src.count("    edgec_q8_conv_cv(&p,") == 6 and src.count("    edgec_q8_conv_gemm(&p,") == 1
+    assert src.count("    edgec_q8_conv_cv(&p,") == 3 and src.count("    edgec_q8_conv_gemm(&p,") == 2
     assert src.count("    edgec_q8_dw_cv(&p,") == 3
     write_c(code, str(tmp_path))
     for label, flags, sanitize in BUILDS:

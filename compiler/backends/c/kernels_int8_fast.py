@@ -391,8 +391,12 @@ EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* 
         for (long b0 = 0; b0 < P; b0 += nb * EDGEC_Q8_NR) {
             const long b1 = b0 + nb * EDGEC_Q8_NR < P ? b0 + nb * EDGEC_Q8_NR : P;
             for (long j0 = b0; j0 < b1; j0 += EDGEC_Q8_NR)
-                edgec_q8_pack_panel(&pp, xn, j0, b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR,
-                                    bp + (j0 - b0) / EDGEC_Q8_NR * PS);
+                if (pad) /* two calls: the unpadded one keeps the layer's constant parameters (inlined) */
+                    edgec_q8_pack_panel(&pp, xn, j0, b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR,
+                                        bp + (j0 - b0) / EDGEC_Q8_NR * PS);
+                else
+                    edgec_q8_pack_panel(p, xn, j0, b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR,
+                                        bp + (j0 - b0) / EDGEC_Q8_NR * PS);
             for (long m0 = 0; m0 < M; m0 += EDGEC_Q8_MR) {
                 const long mr = M - m0 < EDGEC_Q8_MR ? M - m0 : EDGEC_Q8_MR;
                 edgec_q8_rq q[EDGEC_Q8_MR];

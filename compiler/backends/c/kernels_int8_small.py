@@ -41,14 +41,15 @@ _HELPER = """\
 /* --- int8 convolution of small planes, output channels on the lanes (portable C99; AVX2 when available) --- */
 #define EDGEC_Q8_MC 16
 #define EDGEC_Q8_PT 4
+#define EDGEC_Q8_CV_MAXP @MAXP@ /* the largest plane (pixels) edgec_q8_conv_cv takes */
 
 /* Packs the im2col matrix of x (one image) as k pairs: xp[kk][j] = (X(2kk, j), X(2kk + 1, j)) for j < P (the
-   input zero point where a window leaves the input, 0 for the odd k), pixels P..P4-1 zero. */
+   input zero point where a window leaves the input, 0 for the odd k), pixels P..P4-1 zero; xq: working memory
+   of a full convolution. */
 static inline void edgec_q8_cv_pack(const edgec_q_conv_params* p, const int8_t* restrict x, long P4, long K2,
-                                    int16_t* restrict xp)
+                                    int16_t* restrict xp, int8_t* restrict xq)
 {
     const long C = p->c, H = p->h, W = p->w, OW = p->ow, KH = p->kh, KW = p->kw, K0 = C * KH * KW, P = p->oh * OW;
-    const int16_t zx = (int16_t)p->x_zp;
     if (KH == 1 && KW == 1 && p->sh == 1 && p->sw == 1 && p->ph == 0 && p->pw == 0 && p->oh == H && OW == W) {
         for (long kk = 0; kk < K2; ++kk) { /* pointwise: two input planes interleaved */
             const int8_t* restrict x0 = x + 2 * kk * P;
@@ -79,15 +80,28 @@ static inline void edgec_q8_cv_pack(const edgec_q_conv_params* p, const int8_t* 
         }
         return;
     }
+    /* otherwise the image is copied once into planes bordered with the input zero point (xq: C x HR x WR), so
+       every tap of every pixel is one load at a fixed offset */
+    const long HR = (p->oh - 1) * p->sh + (KH - 1) * p->dh + 1, WR = (OW - 1) * p->sw + (KW - 1) * p->dw + 1;
+    const long lw = p->pw < WR ? p->pw : WR, cw = W < WR - lw ? W : WR - lw; /* image columns at [lw, lw + cw) */
+    memset(xq, p->x_zp, (size_t)(C * HR * WR));
+    for (long c = 0; c < C; ++c)
+        for (long ih = 0; ih < H && ih + p->ph < HR; ++ih)
+            edgec_q8_copy_row(xq + (c * HR + ih + p->ph) * WR + lw, x + (c * H + ih) * W, cw);
+    long off[EDGEC_Q8_CV_MAXP]; /* window origins of the pixels in xq */
+    for (long j = 0, oh = 0, ow = 0; j < P; ++j) {
+        off[j] = oh * p->sh * WR + ow * p->sw;
+        if (++ow == OW) {
+            ow = 0;
+            ++oh;
+        }
+    }
     long c = 0, kh = 0, kw = 0;
     for (long k = 0; k < 2 * K2; ++k) {
         int16_t* restrict d = xp + 2 * P4 * (k / 2) + (k & 1);
         if (k < K0) {
-            const int8_t* restrict xc = x + c * H * W;
-            for (long j = 0; j < P; ++j) {
-                const long ih = j / OW * p->sh - p->ph + kh * p->dh, iw = j % OW * p->sw - p->pw + kw * p->dw;
-                d[2 * j] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? (int16_t)xc[ih * W + iw] : zx;
-            }
+            const int8_t* restrict xk = xq + (c * HR + kh * p->dh) * WR + kw * p->dw;
+            for (long j = 0; j < P; ++j) d[2 * j] = xk[off[j]];
             if (++kw == KW) {
                 kw = 0;
                 if (++kh == KH) {
@@ -134,7 +148,7 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
     const long P4 = (P + EDGEC_Q8_PT - 1) / EDGEC_Q8_PT * EDGEC_Q8_PT;
     const int32_t zy = p->y_zp, lo = p->qmin, hi = p->qmax, pc = p->per_channel, single = p->single;
     for (long n = 0; n < p->n; ++n) {
-        edgec_q8_cv_pack(p, x + n * C * p->h * p->w, P4, K2, xp);
+        edgec_q8_cv_pack(p, x + n * C * p->h * p->w, P4, K2, xp, (int8_t*)(void*)(xp + 2 * K2 * P4));
         int8_t* restrict yn = y + n * M * P;
         for (long m0 = 0; m0 < M; m0 += EDGEC_Q8_MC) {
             const long mc = M - m0 < EDGEC_Q8_MC ? M - m0 : EDGEC_Q8_MC;
@@ -411,7 +425,7 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
 }
 """
 
-K.HELPERS["q8_small"] = _HELPER
+K.HELPERS["q8_small"] = _HELPER.replace("@MAXP@", str(MAX_PIXELS))
 K.HELPER_DEPS["q8_small"] = ("q_common", "q_kernels", "q8_fast")  # EDGEC_Q8_AVX2, EDGEC_Q8_FN
 
 
@@ -436,9 +450,12 @@ def _packed(k: KernelContext, base: Value, tag: str, pack: Callable[[np.ndarray]
 
 
 def small_pays(f: Dict[str, int]) -> bool:
-    """Whether a one-group convolution goes to the channel-lane kernel: planes up to ``MAX_PIXELS`` pixels (the
-    pixel panels of 16 are then mostly padding, measured on the benchmark's MobileNetV2)."""
-    return f["groups"] == 1 and f["oh"] * f["ow"] <= MAX_PIXELS and f["m"] >= MIN_CHANNELS
+    """Whether a one-group convolution goes to the channel-lane kernel: 1x1 windows on planes up to ``MAX_PIXELS``
+    pixels (the pixel panels of 16 are then mostly padding), at least ``MIN_CHANNELS`` outputs. Measured on the
+    benchmark models: larger windows gain nothing over the generic kernel (the int16 weights double the bytes
+    read, the im2col costs as much as the arithmetic on a 2x2 plane)."""
+    return (f["groups"] == 1 and f["kh"] == f["kw"] == 1 and f["oh"] * f["ow"] <= MAX_PIXELS
+            and f["m"] >= MIN_CHANNELS)
 
 
 def small_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.NodeCode]:
@@ -452,7 +469,12 @@ def small_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.No
     init = "{" + ", ".join(f".{n} = {int(v)}" for n, v in f.items()) + "}"
     body = (f"    static const edgec_q_conv_params p = {init};\n"
             "    edgec_q8_conv_cv(&p, x0, x1, x2, x3, x4, y0, s0);\n")
-    code = K.NodeCode(ops, body, ["q8_small"], typed=True, scratch=2 * 2 * k2 * p4)
+    pointwise = (f["kh"] == f["kw"] == f["sh"] == f["sw"] == 1 and f["ph"] == f["pw"] == 0
+                 and (f["oh"], f["ow"]) == (f["h"], f["w"]))
+    hr = (f["oh"] - 1) * f["sh"] + (f["kh"] - 1) * f["dh"] + 1
+    wr = (f["ow"] - 1) * f["sw"] + (f["kw"] - 1) * f["dw"] + 1
+    planes = 0 if pointwise else f["c"] * hr * wr  # the zero-point bordered image (the same sizes as the C)
+    code = K.NodeCode(ops, body, ["q8_small"], typed=True, scratch=2 * 2 * k2 * p4 + planes)
     code.scratch_ctype = "int16_t"  # type: ignore[attr-defined]
     return code
 
