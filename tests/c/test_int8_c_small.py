@@ -1,11 +1,11 @@
 """The channel-lane int8 convolutions of small planes (``kernels_int8_small``: ``edgec_q8_conv_cv`` and the
-depthwise ``edgec_q8_dw_cv``) are bit-exact with
-``edgec.quant.reference.run_integer`` on every remainder of its 16 x 4 tile: output channels not a multiple of
-16 (and a last block of 1 or 2), odd patch lengths, planes of 1 to 16 pixels (not multiples of 4), pointwise
-with strides 1 and 2 (the im2col path), depthwise windows of 9 and 25 taps (dilated, strided, asymmetric pads,
-channel blocks of 16 with remainders); per-channel and per-tensor weights, double rounding (the vector
-requantization) and single rounding (element by element). Each configuration is built three times: AVX2
-(-march=native), ASan/UBSan (-mavx2) and portable C (-DEDGEC_Q8_PORTABLE); all warnings are errors."""
+depthwise ``edgec_q8_dw_cv``) are bit-exact with ``edgec.quant.reference.run_integer`` on every remainder of
+their tiles: output channels not a multiple of 16 (and a last block of 1 or 2), odd patch lengths, planes of 1
+to 16 pixels (4-pixel tiles, a last tile of 3, single pixels), pointwise with strides 1 and 2 (the im2col
+path), depthwise windows of 9 and 25 taps (dilated, strided, asymmetric pads, channel blocks of 16 with
+remainders); per-channel and per-tensor weights, double rounding (the vector requantization) and single
+rounding (element by element). Each configuration is built three times: AVX2 (-march=native), ASan/UBSan
+(-mavx2) and portable C (-DEDGEC_Q8_PORTABLE); all warnings are errors."""
 
 from __future__ import annotations
 
@@ -56,14 +56,20 @@ def small_net() -> onnx.ModelProto:
         h.make_node("Conv", ["d0", "wd1", "bd1"], ["y3"], group=24, pads=[4, 4, 4, 4], strides=[2, 2],
                     dilations=[2, 2]),
         h.make_node("Conv", ["c1", "wd2", "bd2"], ["y4"], group=50, pads=[1, 0, 1, 2]),  # 50 channels: 16+16+16+2
+        # pointwise on planes of 9 (2 tiles + 1 pixel), 6 (a tile of 4 + 2 pixels), 7 (tiles of 4 and 3), 14
+        h.make_node("Conv", ["y1", "wq0", "bq0"], ["y5"]),
+        h.make_node("Conv", ["r0", "wq1", "bq1"], ["y6"], strides=[4, 3]),
+        h.make_node("Conv", ["r0", "wq1", "bq1"], ["y7"], strides=[1, 7]),
+        h.make_node("Conv", ["r0", "wq1", "bq1"], ["y8"], strides=[1, 4]),
     ]
     inits = [_w("w0", [24, 6, 3, 3], 0.2), _w("b0", [24], 0.1), _w("w1", [50, 24, 3, 3], 0.05), _w("b1", [50], 0.1),
              _w("w2", [61, 50, 1, 1], 0.2), _w("b2", [61], 0.1), _w("w3", [48, 61, 1, 1], 0.2), _w("b3", [48], 0.1),
              _w("w4", [49, 48, 1, 1], 0.2), _w("b4", [49], 0.1), _w("w5", [57, 24, 3, 3], 0.05), _w("b5", [57], 0.1),
              _w("w6", [64, 6, 3, 1], 0.2), _w("b6", [64], 0.1), _w("wd0", [24, 1, 3, 3]), _w("bd0", [24], 0.1),
              _w("wd1", [24, 1, 5, 5], 0.2), _w("bd1", [24], 0.1), _w("wd2", [50, 1, 3, 3]), _w("bd2", [50], 0.1),
+             _w("wq0", [48, 57, 1, 1], 0.2), _w("bq0", [48], 0.1), _w("wq1", [50, 24, 1, 1], 0.2), _w("bq1", [50], 0.1),
              nh.from_array(np.array(0.0, np.float32), "zero"), nh.from_array(np.array(6.0, np.float32), "six")]
-    outs = [h.make_tensor_value_info(n, T.FLOAT, None) for n in ("y0", "y1", "y2", "c2", "y3", "y4")]
+    outs = [h.make_tensor_value_info(n, T.FLOAT, None) for n in ("y0", "y1", "y2", "c2", "y3", "y4", "y5", "y6", "y7", "y8")]
     g = h.make_graph(nodes, "smallnet", [h.make_tensor_value_info("x", T.FLOAT, list(SHAPE))], outs, inits)
     return h.make_model(g, opset_imports=[h.make_opsetid("", 21)])
 
@@ -122,7 +128,7 @@ def test_small_plane_kernel_bit_exact(per_channel: bool, rounding: str, models: 
     code, res = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", rounding=rounding)
     assert not res.float_regions and not res.float_nodes, res.summary()
     src = code.files["model.c"]
-    assert src.count("    edgec_q8_conv_cv(&p,") == 3 and src.count("    edgec_q8_conv_gemm(&p,") == 2
+    assert src.count("    edgec_q8_conv_cv(&p,") == 7 and src.count("    edgec_q8_conv_gemm(&p,") == 2
     assert src.count("    edgec_q8_dw_cv(&p,") == 3
     write_c(code, str(tmp_path))
     for label, flags, sanitize in BUILDS:

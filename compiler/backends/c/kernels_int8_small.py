@@ -176,7 +176,8 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
             const __m256i vzy = _mm256_set1_epi32(zy), vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
             const __m256i b0 = _mm256_loadu_si256((const __m256i*)(const void*)b);
             const __m256i b1 = _mm256_loadu_si256((const __m256i*)(const void*)(b + 8));
-            for (long j0 = 0; j0 < P; j0 += EDGEC_Q8_PT) {
+            long j0 = 0;
+            for (; P - j0 >= 3; j0 += EDGEC_Q8_PT) { /* tiles of 4 pixels (the last may hold 3) */
                 const int16_t* restrict x0 = xp + 2 * j0;
                 __m256i c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1, c30 = b0, c31 = b1;
                 EDGEC_Q8_UNROLL2
@@ -229,6 +230,42 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                 } else {
                     for (long r = 0; r < mc; ++r) memcpy(yn + (m0 + r) * P + j0, cols + r, (size_t)nj);
                 }
+            }
+            for (; j0 < P; ++j0) { /* the last 1 or 2 pixels one at a time (a tile would be mostly padding) */
+                const int16_t* restrict x0 = xp + 2 * j0;
+                __m256i a0 = b0, a1 = b1, e0 = _mm256_setzero_si256(), e1 = e0; /* even and odd k: 4 chains */
+#define EDGEC_Q8_W(off) _mm256_loadu_si256((const __m256i*)(const void*)(ap + (off)))
+#define EDGEC_Q8_X(kk) _mm256_broadcastd_epi32(_mm_loadu_si32((const void*)(x0 + 2 * P4 * (kk))))
+                long k = 0;
+                for (; k + 1 < K2; k += 2) {
+                    const __m256i v = EDGEC_Q8_X(k), u = EDGEC_Q8_X(k + 1);
+                    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(EDGEC_Q8_W(32 * k), v));
+                    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(EDGEC_Q8_W(32 * k + 16), v));
+                    e0 = _mm256_add_epi32(e0, _mm256_madd_epi16(EDGEC_Q8_W(32 * k + 32), u));
+                    e1 = _mm256_add_epi32(e1, _mm256_madd_epi16(EDGEC_Q8_W(32 * k + 48), u));
+                }
+                if (k < K2) {
+                    const __m256i v = EDGEC_Q8_X(k);
+                    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(EDGEC_Q8_W(32 * k), v));
+                    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(EDGEC_Q8_W(32 * k + 16), v));
+                }
+#undef EDGEC_Q8_X
+#undef EDGEC_Q8_W
+                a0 = _mm256_add_epi32(a0, e0);
+                a1 = _mm256_add_epi32(a1, e1);
+                int32_t t[EDGEC_Q8_MC];
+                if (!fast) {
+                    _mm256_storeu_si256((__m256i*)(void*)t, a0);
+                    _mm256_storeu_si256((__m256i*)(void*)(t + 8), a1);
+                    for (long r = 0; r < mc; ++r)
+                        yn[(m0 + r) * P + j0] = edgec_q_requant1(t[r], mv[r], -ev[r], zy, lo, hi, single);
+                    continue;
+                }
+                int8_t q[EDGEC_Q8_MC];
+                a0 = edgec_q8_rq8_lanes(a0, vm[0], vmo[0], ve[0], vmask[0], vhalf[0], vzy, vlo, vhi);
+                a1 = edgec_q8_rq8_lanes(a1, vm[1], vmo[1], ve[1], vmask[1], vhalf[1], vzy, vlo, vhi);
+                _mm_storeu_si128((__m128i*)(void*)q, edgec_q8_pack16(a0, a1));
+                for (long r = 0; r < mc; ++r) yn[(m0 + r) * P + j0] = q[r];
             }
 #else
             for (long j = 0; j < P; ++j) {
