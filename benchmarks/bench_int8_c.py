@@ -7,8 +7,8 @@ For each model (batch 1):
    int8 activations, minmax calibration), turned into the integer IR and emitted as int8 C (every
    integer layer on the inline CPU kernels, the default without a target description);
 3. both are compiled with ``cc -O3 -march=native -std=c99`` and timed by a harness that runs
-   ``model_run`` in a loop on one thread (``--reps`` runs per round, ``--rounds`` rounds taking turns,
-   best round kept);
+   ``model_run`` in a loop on one thread (``--reps`` runs per round but at least 50 ms of runs, each round
+   timed as the fastest of 20 blocks of runs; ``--rounds`` rounds taking turns, best round kept);
 4. the int8 C outputs are compared with ``edgec.quant.reference.run_integer`` on ``--samples`` inputs
    (digits: the whole test split): int8 tensors and float outputs of integer regions must be equal;
    float outputs of float regions (the final Gemm, which the quantize pass leaves float, and average
@@ -215,11 +215,13 @@ def bench(label: str, proto: Any, cal: Dict[str, np.ndarray], samples: List[Dict
         logits = np.concatenate([o[0] for o in outs])
         row["top-1 float/int8"] = (f"{100 * float((float_logits.argmax(1) == labels).mean()):.2f} / "
                                    f"{100 * float((logits.argmax(1) == labels).mean()):.2f}")
-    # latency: alternate, best round
+    # latency: alternate, best round; at least 50 ms per round (a 10 us model needs thousands of runs)
+    _, probe = run_batch(fprog, fcode.report, samples[:1], reps=20)
+    reps = max(args.reps, int(50e6 / max(probe, 1.0)))
     best = {"fp32": float("inf"), "int8": float("inf")}
     for _ in range(args.rounds):
         for key, prog, code in (("fp32", fprog, fcode), ("int8", qprog, qcode)):
-            _, ns = run_batch(prog, code.report, samples[:1], reps=args.reps)
+            _, ns = run_batch(prog, code.report, samples[:1], reps=reps)
             best[key] = min(best[key], ns / 1e6)
     row["fp32 ms"], row["int8 ms"] = best["fp32"], best["int8"]
     row["int8/fp32"] = best["int8"] / best["fp32"]
@@ -248,7 +250,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="digits,mobilenetv2")
     ap.add_argument("--samples", type=int, default=8, help="samples compared with the reference (mobilenetv2)")
-    ap.add_argument("--reps", type=int, default=200, help="runs per timing round")
+    ap.add_argument("--reps", type=int, default=200, help="runs per timing round (at least 50 ms of runs)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--per-layer", action="store_true", help="also time every layer (instrumented builds)")
     ap.add_argument("--generic", action="store_true",
