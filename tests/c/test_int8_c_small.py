@@ -92,7 +92,7 @@ def test_pack_weights_lanes_layout() -> None:
     w = RNG.integers(-128, 128, (19, 3, 1, 1)).astype(np.int8)
     a = pack_weights_lanes(w)
     k2 = 2
-    assert a.dtype == np.int16 and a.size == 2 * MC * 2 * k2
+    assert a.dtype == np.int8 and a.size == 2 * MC * 2 * k2
     for m in range(2 * MC):
         for k in range(4):
             v = a[(m // MC) * 2 * MC * k2 + (k // 2) * 2 * MC + (m % MC) * 2 + k % 2]

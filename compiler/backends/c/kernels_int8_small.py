@@ -1,18 +1,23 @@
-"""Fast int8 convolution of small planes: output channels on the vector lanes (``edgec_q8_conv_cv``).
+"""Fast int8 convolutions of small planes with output channels on the vector lanes.
 
-The pixel-panel GEMM of :mod:`.kernels_int8_fast` puts 16 output pixels on the lanes; on the 6x6 and 3x3
-planes at the end of a MobileNet most of a panel is padding and the packing costs as much as the arithmetic.
-Here the lanes hold output channels instead: the weights are packed at compile time as
-``[ceil(M/16)][K/2][16][2]`` int16 (pairs of adjacent k), the input as one ``(x(k), x(k+1))`` int16 pair per
-k pair and pixel (``[K/2][P4]``, P rounded up to 4, padding = the input zero point), and a 16 x 4 tile
-(channels x pixels) of int32 accumulators, started from the bias, takes one ``vpmaddwd`` per 8 channels and
-pixel and k pair. Requantization runs on the channel vectors with per-lane multipliers and shifts
-(``vpsravd``); the 4 x 16 bytes of a tile are transposed so that every channel stores its 4 pixels at once.
+The pixel-panel GEMM and the plane-wise depthwise kernel of :mod:`.kernels_int8_fast` put 16 output pixels
+on the lanes; on the 12x12 to 3x3 planes at the end of a MobileNet most of a vector is padding and the
+packing costs as much as the arithmetic. Here the lanes hold 16 output channels:
 
-A block of 16 channels whose requantization is not the branch-free case (single rounding, shifts outside
-[-31, 0]) is requantized element by element with ``edgec_q_requant1``; the portable C99 twin
-(``-DEDGEC_Q8_PORTABLE``) computes the same integers, so both are bit-identical with
-:func:`edgec.quant.reference.run_integer`.
+* ``edgec_q8_conv_cv`` (one group, 1x1 windows): the weights are packed at compile time as
+  ``[ceil(M/16)][K/2][16][2]`` int8 (pairs of adjacent k, widened to int16 as they are loaded), the input
+  as one ``(x(k), x(k+1))`` int16 pair per k pair and pixel (``[K/2][P4]``, P rounded up to 4), and a
+  16 x 4 tile (channels x pixels) of int32 accumulators, started from the bias, takes one ``vpmaddwd`` per
+  8 channels, pixel and k pair; the last 1-2 pixels run one at a time.
+* ``edgec_q8_dw_cv`` (depthwise, any window up to 25 taps): each block of 16 planes is transposed once into
+  ``[Hp][Wp][16]`` int16 with zero-point borders; a pair of taps is one ``vpunpckl/hwd`` and one
+  ``vpmaddwd`` with the pair's weights, packed at compile time in the unpack's lane order.
+
+Both requantize the channel vectors with per-lane multipliers and shifts (``vpsravd``) and transpose 4
+pixels x 16 channels so that every channel stores its 4 pixels at once. A block whose requantization is
+not the branch-free case (single rounding, shifts outside [-31, 0]) is requantized element by element with
+``edgec_q_requant1``; the portable C99 twins (``-DEDGEC_Q8_PORTABLE``) compute the same integers, so all
+are bit-identical with :func:`edgec.quant.reference.run_integer`.
 """
 
 from __future__ import annotations
@@ -140,7 +145,7 @@ static inline __m128i edgec_q8_pack16(__m256i a, __m256i b)
 
 /* Convolution (one group) of a small output plane: y[m][j] = requant(bias[m] + sum_k W[m][k] X[k][j]) with the
    weights wp packed as [ceil(M/16)][K2][16][2] int16 and the pixel-major pairs of X in the scratch xp. */
-EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* restrict x, const int16_t* restrict wp,
+EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* restrict x, const int8_t* restrict wp,
                                  const int32_t* restrict bias, const int32_t* restrict mult,
                                  const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict xp)
 {
@@ -152,7 +157,7 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
         int8_t* restrict yn = y + n * M * P;
         for (long m0 = 0; m0 < M; m0 += EDGEC_Q8_MC) {
             const long mc = M - m0 < EDGEC_Q8_MC ? M - m0 : EDGEC_Q8_MC;
-            const int16_t* restrict ap = wp + 2 * EDGEC_Q8_MC * K2 * (m0 / EDGEC_Q8_MC);
+            const int8_t* restrict ap = wp + 2 * EDGEC_Q8_MC * K2 * (m0 / EDGEC_Q8_MC);
             int32_t b[EDGEC_Q8_MC], mv[EDGEC_Q8_MC], ev[EDGEC_Q8_MC];
             int fast = !single;
             for (long r = 0; r < EDGEC_Q8_MC; ++r) {
@@ -180,10 +185,10 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
             for (; P - j0 >= 3; j0 += EDGEC_Q8_PT) { /* tiles of 4 pixels (the last may hold 3) */
                 const int16_t* restrict x0 = xp + 2 * j0;
                 __m256i c00 = b0, c01 = b1, c10 = b0, c11 = b1, c20 = b0, c21 = b1, c30 = b0, c31 = b1;
+#define EDGEC_Q8_W(off) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(const void*)(ap + (off))))
                 EDGEC_Q8_UNROLL2
                 for (long k = 0; k < K2; ++k) {
-                    const __m256i w0 = _mm256_loadu_si256((const __m256i*)(const void*)(ap + 32 * k));
-                    const __m256i w1 = _mm256_loadu_si256((const __m256i*)(const void*)(ap + 32 * k + 16));
+                    const __m256i w0 = EDGEC_Q8_W(32 * k), w1 = EDGEC_Q8_W(32 * k + 16);
 #define EDGEC_Q8_BX(j) _mm256_broadcastd_epi32(_mm_loadu_si32((const void*)(x0 + 2 * P4 * k + 2 * (j))))
                     __m256i v = EDGEC_Q8_BX(0);
                     c00 = _mm256_add_epi32(c00, _mm256_madd_epi16(w0, v));
@@ -234,7 +239,6 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
             for (; j0 < P; ++j0) { /* the last 1 or 2 pixels one at a time (a tile would be mostly padding) */
                 const int16_t* restrict x0 = xp + 2 * j0;
                 __m256i a0 = b0, a1 = b1, e0 = _mm256_setzero_si256(), e1 = e0; /* even and odd k: 4 chains */
-#define EDGEC_Q8_W(off) _mm256_loadu_si256((const __m256i*)(const void*)(ap + (off)))
 #define EDGEC_Q8_X(kk) _mm256_broadcastd_epi32(_mm_loadu_si32((const void*)(x0 + 2 * P4 * (kk))))
                 long k = 0;
                 for (; k + 1 < K2; k += 2) {
@@ -250,7 +254,6 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                     a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(EDGEC_Q8_W(32 * k + 16), v));
                 }
 #undef EDGEC_Q8_X
-#undef EDGEC_Q8_W
                 a0 = _mm256_add_epi32(a0, e0);
                 a1 = _mm256_add_epi32(a1, e1);
                 int32_t t[EDGEC_Q8_MC];
@@ -267,6 +270,7 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                 _mm_storeu_si128((__m128i*)(void*)q, edgec_q8_pack16(a0, a1));
                 for (long r = 0; r < mc; ++r) yn[(m0 + r) * P + j0] = q[r];
             }
+#undef EDGEC_Q8_W
 #else
             for (long j = 0; j < P; ++j) {
                 for (long r = 0; r < mc; ++r) {
@@ -467,12 +471,13 @@ K.HELPER_DEPS["q8_small"] = ("q_common", "q_kernels", "q8_fast")  # EDGEC_Q8_AVX
 
 
 def pack_weights_lanes(w: np.ndarray) -> np.ndarray:
-    """[M, C, KH, KW] int8 -> ``[ceil(M/MC)][ceil(K/2)][MC][2]`` int16 (K = C*KH*KW; zero-padded rows and k)."""
+    """[M, C, KH, KW] int8 -> ``[ceil(M/MC)][ceil(K/2)][MC][2]`` int8 (K = C*KH*KW; zero-padded rows and k); the
+    kernel widens 16 at a time as it loads them (int16 copies would double the bytes for the same speed)."""
     m = int(w.shape[0])
     k0 = int(np.prod(w.shape[1:]))
     mp, k2 = -(-m // MC) * MC, -(-k0 // 2)
-    a = np.zeros((mp, 2 * k2), np.int16)
-    a[:m, :k0] = np.asarray(w, np.int64).reshape(m, k0)
+    a = np.zeros((mp, 2 * k2), np.int8)
+    a[:m, :k0] = np.asarray(w, np.int8).reshape(m, k0)
     return np.ascontiguousarray(a.reshape(mp // MC, MC, k2, 2).transpose(0, 2, 1, 3).reshape(-1))
 
 
@@ -481,7 +486,8 @@ def _packed(k: KernelContext, base: Value, tag: str, pack: Callable[[np.ndarray]
     cache = k.__dict__.setdefault(f"_{tag}", {})
     if id(base) not in cache:
         arr = pack(np.asarray(base.const.numpy()))
-        cache[id(base)] = (base, Value(f"{base.name}_{tag}", TensorType(DType.INT16, Shape((arr.size,))),
+        dtype = DType.INT8 if arr.dtype == np.int8 else DType.INT16
+        cache[id(base)] = (base, Value(f"{base.name}_{tag}", TensorType(dtype, Shape((arr.size,))),
                                        ArrayTensor(arr)))
     return cache[id(base)][1]
 
