@@ -16,7 +16,8 @@ For each model (batch 1):
 5. each integer layer is run alone in onnxruntime on the reference's int8 inputs (LSB histogram).
 
 Models: the trained digits CNN (``tests/zoo/digits.py``, 1x1x8x8) and a MobileNetV2 (``tests/zoo``
-``mobilenetv2``, reduced: width 0.35, 96x96 input, 10 classes, random weights, synthetic calibration).
+``mobilenetv2``, reduced: width 0.35, 96x96 input (``--image-size``), 10 classes, random weights, synthetic
+calibration).
 
 Columns: ``exact`` samples bit-exact with the reference / samples; ``top-1 float/int8`` (digits, test
 split); ``fp32 ms`` / ``int8 ms`` / ``int8/fp32``: latency (goal <= 0.5); ``weights`` bytes of the
@@ -252,6 +253,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="samples compared with the reference (mobilenetv2)")
     ap.add_argument("--reps", type=int, default=200, help="runs per timing round (at least 50 ms of runs)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--image-size", type=int, default=96, help="input size of the MobileNetV2 (224: the full one)")
     ap.add_argument("--per-layer", action="store_true", help="also time every layer (instrumented builds)")
     ap.add_argument("--generic", action="store_true",
                     help="int8 C with the generic kernels only (the baseline of the fast CPU kernels)")
@@ -281,15 +283,16 @@ def main() -> None:
         elif name == "mobilenetv2":
             from zoo import get
 
-            proto = get("mobilenetv2", width=0.35, depth=1.0, image_size=96, num_classes=10)
+            size = args.image_size
+            proto = get("mobilenetv2", width=0.35, depth=1.0, image_size=size, num_classes=10)
             proto = onnx.version_converter.convert_version(proto, 21)
             gap = next(n for n in proto.graph.node if n.op_type == "GlobalAveragePool")
             proto.graph.output.append(h.make_tensor_value_info(gap.input[0], T.FLOAT, None))  # last int8 features
             inp = proto.graph.input[0].name
             rng = np.random.default_rng(0)
-            cal = {inp: rng.standard_normal((16, 3, 96, 96)).astype(np.float32)}
-            samples = [{inp: rng.standard_normal((1, 3, 96, 96)).astype(np.float32)} for _ in range(args.samples)]
-            rows.append(bench("MobileNetV2 0.35 96px", proto, cal, samples, f"{inp}=1x3x96x96", args))
+            cal = {inp: rng.standard_normal((16, 3, size, size)).astype(np.float32)}
+            samples = [{inp: rng.standard_normal((1, 3, size, size)).astype(np.float32)} for _ in range(args.samples)]
+            rows.append(bench(f"MobileNetV2 0.35 {size}px", proto, cal, samples, f"{inp}=1x3x{size}x{size}", args))
         else:
             raise SystemExit(f"unknown model {name}")
     keys = list(dict.fromkeys(k for r in rows for k in r))
