@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import onnx
@@ -28,3 +28,12 @@ def quantize_for_c(proto: onnx.ModelProto, cal: Dict[str, np.ndarray], per_chann
     opts = "activations=int8" + ("" if per_channel else ",per-channel=false")
     PassManager.with_options("quantize{" + opts + "},dce", PassManagerOptions(verify_each=True), ctx=ctx).run(m)
     return m
+
+
+def int8_samples(rng: np.random.Generator, shape: Tuple[int, ...]) -> List[Dict[str, np.ndarray]]:
+    """Inputs ``x`` for the int8 kernel tests: two random ones and two constant ones that saturate the
+    accumulators and the clamps."""
+    s = [{"x": rng.uniform(-1.5, 2.5, shape).astype(np.float32)} for _ in range(2)]
+    s.append({"x": np.full(shape, 40.0, np.float32)})
+    s.append({"x": np.full(shape, -40.0, np.float32)})
+    return s

@@ -27,7 +27,7 @@ from edgec.backends.c.verify import build
 from edgec.ir.parser import parse_model
 from edgec.ir.printer import print_model
 
-from int8_util import quantize_for_c
+from int8_util import int8_samples, quantize_for_c
 
 RNG = np.random.default_rng(23)
 SHAPE = (1, 3, 40, 36)
@@ -90,10 +90,7 @@ def models() -> Dict[bool, Any]:
 
 
 def _samples() -> List[Dict[str, np.ndarray]]:
-    s = [{"x": RNG.uniform(-1.5, 2.5, SHAPE).astype(np.float32)} for _ in range(2)]
-    s.append({"x": np.full(SHAPE, 40.0, np.float32)})  # saturating accumulators and clamps
-    s.append({"x": np.full(SHAPE, -40.0, np.float32)})
-    return s
+    return int8_samples(RNG, SHAPE)
 
 
 def test_pack_weights_pairs_layout() -> None:

@@ -137,6 +137,17 @@ static inline __m256i edgec_q8_rq8(__m256i x, const edgec_q8_rq* q)
     const __m256i v = _mm256_add_epi32(edgec_q8_rdbpot8(edgec_q8_srdhm8(x, q->vm), q->ve, q->vmask, q->vhalf), q->vzy);
     return _mm256_min_epi32(_mm256_max_epi32(v, q->vlo), q->vhi);
 }
+/* y[0, n) = the first n <= 16 bytes of v. */
+static inline void edgec_q8_put16(__m128i v, int8_t* restrict y, long n)
+{
+    if (n == 16) {
+        _mm_storeu_si128((__m128i*)(void*)y, v);
+    } else {
+        int8_t t[16];
+        _mm_storeu_si128((__m128i*)(void*)t, v);
+        for (long j = 0; j < n; ++j) y[j] = t[j];
+    }
+}
 /* Requantize and store n <= 16 outputs of one channel held as lo = outputs {0-3, 8-11}, hi = {4-7, 12-15}
    (accumulators without the bias). */
 static inline void edgec_q8_store16(__m256i lo, __m256i hi, const edgec_q8_rq* q, int8_t* restrict y, long n)
@@ -152,13 +163,7 @@ static inline void edgec_q8_store16(__m256i lo, __m256i hi, const edgec_q8_rq* q
     }
     const __m256i w = _mm256_packs_epi32(edgec_q8_rq8(lo, q), edgec_q8_rq8(hi, q)); /* outputs 0-7 | 8-15 */
     const __m128i v = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-    if (n == 16) {
-        _mm_storeu_si128((__m128i*)(void*)y, v);
-    } else {
-        int8_t t[16];
-        _mm_storeu_si128((__m128i*)(void*)t, v);
-        for (long j = 0; j < n; ++j) y[j] = t[j];
-    }
+    edgec_q8_put16(v, y, n);
 }
 /* Requantize and store n <= 16 outputs of one channel held in order (a: outputs 0-7, b: 8-15), the bias
    already in the accumulators. */
@@ -174,13 +179,7 @@ static inline void edgec_q8_store16_seq(__m256i a, __m256i b, const edgec_q8_rq*
     const __m256i w = _mm256_packs_epi32(edgec_q8_rq8(a, q), edgec_q8_rq8(b, q)); /* 0-3 8-11 | 4-7 12-15 */
     const __m128i v = _mm_shuffle_epi32(_mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)),
                                         0xD8);
-    if (n == 16) {
-        _mm_storeu_si128((__m128i*)(void*)y, v);
-    } else {
-        int8_t t[16];
-        _mm_storeu_si128((__m128i*)(void*)t, v);
-        for (long j = 0; j < n; ++j) y[j] = t[j];
-    }
+    edgec_q8_put16(v, y, n);
 }
 #endif
 
