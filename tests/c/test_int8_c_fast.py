@@ -209,3 +209,57 @@ def test_padded_planes_bit_exact(tmp_path: Path) -> None:
                      extra_flags=flags)
         chk = check_int8(prog, code, qdq, samples, rounding="double", io=res.io)
         assert chk.ok and chk.max_float_diff == 0.0, f"{label}: {chk.summary()}"
+
+
+def _gemmlowp(x: int, m0: int, e: int) -> int:
+    """RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x, m0), e) in exact integers."""
+    s = (x * m0 + (1 << 30)) >> 31
+    mask = (1 << e) - 1
+    return (s >> e) + (1 if (s & mask) > (mask >> 1) + (s < 0) else 0)
+
+
+def _tie_free_rounding(x: int, m0: int, e: int) -> int:
+    r = (abs(x) * m0 + (1 << 30) + (1 << (30 + e))) >> (31 + e)
+    return -r if x < 0 else r
+
+
+def test_tie_free_requantization_equals_double_rounding() -> None:
+    """One rounding of |acc| equals gemmlowp's two for every |acc| below first_tie (which solves the tie
+    congruence: at -first_tie the two differ), the case the fast kernels take when tie_free holds."""
+    from edgec.backends.c.kernels_int8_fast import first_tie
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(300):
+        m0, e = int(rng.integers(1 << 30, 1 << 31)), int(rng.integers(1, 32))
+        a0 = first_tie(m0, e)
+        assert 1 <= a0 <= 1 << (31 + e)
+        if a0 < 1 << 31:
+            assert (a0 * m0 + (1 << 30) + (1 << (30 + e))) % (1 << (31 + e)) == 0
+            assert _gemmlowp(-a0, m0, e) != _tie_free_rounding(-a0, m0, e)
+        top = min(a0 - 1, (1 << 31) - 1)
+        xs = {0, 1, -1, top, -top, top - 1, -(top - 1)} | {int(v) for v in rng.integers(-top, top + 1, 200)}
+        for x in xs:
+            assert _gemmlowp(x, m0, e) == _tie_free_rounding(x, m0, e), (x, m0, e)
+            checked += 1
+    # a multiplier whose first tie is a small accumulator: below it the two agree everywhere, at it they differ
+    e = 3
+    m0 = next(m for m in range(1 << 30, (1 << 30) + 100000) if first_tie(m, e) < 5000)
+    a0 = first_tie(m0, e)
+    assert _gemmlowp(-a0, m0, e) != _tie_free_rounding(-a0, m0, e)
+    assert all(_gemmlowp(x, m0, e) == _tie_free_rounding(x, m0, e) for x in range(-a0 + 1, a0))
+    assert checked > 10000
+
+
+def test_fast_kernels_use_tie_free_requantization(models: Any) -> None:
+    """The benchmark-style layers are tie-free (every call passes 1); single rounding never is."""
+    qdq = models[True]
+    double, _ = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model")
+    single, _ = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", rounding="single")
+    import re
+
+    calls = re.compile(r"    edgec_q8_(?:conv_gemm|dw3x3|conv_cv|dw_cv)\(&p, .*, ([01])\);")
+    flags_double = calls.findall(double.files["model.c"])
+    flags_single = calls.findall(single.files["model.c"])
+    assert flags_double and "1" in flags_double
+    assert flags_single and set(flags_single) == {"0"}

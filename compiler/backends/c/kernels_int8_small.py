@@ -29,7 +29,7 @@ import numpy as np
 from ...ir import ArrayTensor, Node, Shape, TensorType, Value
 from ...ir.dtypes import DType
 from . import kernels as K
-from . import kernels_int8_fast  # noqa: F401  # registers q8_fast (EDGEC_Q8_AVX2, EDGEC_Q8_FN) before q8_small
+from .kernels_int8_fast import tie_free  # and registers q8_fast (EDGEC_Q8_AVX2, EDGEC_Q8_FN) before q8_small
 from .kernels import KernelContext
 
 __all__ = ["MC", "PT", "dw_lanes_pays", "pack_dw_lanes", "pack_weights_lanes", "small_conv", "small_depthwise",
@@ -135,6 +135,21 @@ static inline __m256i edgec_q8_rq8_lanes(__m256i x, __m256i m, __m256i mo, __m25
     const __m256i v = _mm256_add_epi32(_mm256_sub_epi32(_mm256_srav_epi32(s, e), up), zy);
     return _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
 }
+/* The tie-free parameters (edgec_q8_rq8_lanes_tf) of 8 lanes whose shifts are e8[0..8) (each in [1, 31]). */
+static inline void edgec_q8_tf_lanes(const int32_t* e8, __m256i* ke, __m256i* ko, __m256i* ce, __m256i* co)
+{
+    int64_t k[2][4], c[2][4];
+    for (int i = 0; i < 4; ++i) {
+        k[0][i] = ((int64_t)1 << 30) + ((int64_t)1 << (30 + e8[2 * i]));
+        k[1][i] = ((int64_t)1 << 30) + ((int64_t)1 << (30 + e8[2 * i + 1]));
+        c[0][i] = 31 + e8[2 * i];
+        c[1][i] = e8[2 * i + 1] - 1;
+    }
+    *ke = _mm256_loadu_si256((const __m256i*)(const void*)k[0]);
+    *ko = _mm256_loadu_si256((const __m256i*)(const void*)k[1]);
+    *ce = _mm256_loadu_si256((const __m256i*)(const void*)c[0]);
+    *co = _mm256_loadu_si256((const __m256i*)(const void*)c[1]);
+}
 /* The 16 int8 of two vectors of 8 int32 (already in [-128, 127]), in order. */
 static inline __m128i edgec_q8_pack16(__m256i a, __m256i b)
 {
@@ -147,10 +162,11 @@ static inline __m128i edgec_q8_pack16(__m256i a, __m256i b)
    weights wp packed as [ceil(M/16)][K2][16][2] int16 and the pixel-major pairs of X in the scratch xp. */
 EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* restrict x, const int8_t* restrict wp,
                                  const int32_t* restrict bias, const int32_t* restrict mult,
-                                 const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict xp)
+                                 const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict xp, int tiefree)
 {
     const long C = p->c, M = p->m, P = (long)p->oh * p->ow, K2 = ((long)C * p->kh * p->kw + 1) / 2;
     const long P4 = (P + EDGEC_Q8_PT - 1) / EDGEC_Q8_PT * EDGEC_Q8_PT;
+    (void)tiefree; /* the AVX2 path's */
     const int32_t zy = p->y_zp, lo = p->qmin, hi = p->qmax, pc = p->per_channel, single = p->single;
     for (long n = 0; n < p->n; ++n) {
         edgec_q8_cv_pack(p, x + n * C * p->h * p->w, P4, K2, xp, (int8_t*)(void*)(xp + 2 * K2 * P4));
@@ -168,8 +184,11 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                 fast = fast && mult[c] > 0 && shift[c] <= 0 && shift[c] >= -31;
             }
 #if EDGEC_Q8_AVX2
-            __m256i vm[2], vmo[2], ve[2], vmask[2], vhalf[2];
+            int tf = fast && tiefree;
+            for (long r = 0; r < EDGEC_Q8_MC; ++r) tf = tf && ev[r] >= 1;
+            __m256i vm[2], vmo[2], ve[2], vmask[2], vhalf[2], tke[2], tko[2], tce[2], tco[2];
             for (int h = 0; h < 2; ++h) {
+                if (tf) edgec_q8_tf_lanes(ev + 8 * h, tke + h, tko + h, tce + h, tco + h);
                 int32_t mk[8];
                 for (int r = 0; r < 8; ++r) mk[r] = fast ? (int32_t)(((uint32_t)1 << ev[8 * h + r]) - 1u) : 0;
                 vm[h] = _mm256_loadu_si256((const __m256i*)(const void*)(mv + 8 * h));
@@ -181,6 +200,8 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
             const __m256i vzy = _mm256_set1_epi32(zy), vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
             const __m256i b0 = _mm256_loadu_si256((const __m256i*)(const void*)b);
             const __m256i b1 = _mm256_loadu_si256((const __m256i*)(const void*)(b + 8));
+#define EDGEC_Q8_RQ(a, h) (tf ? edgec_q8_rq8_lanes_tf(a, vm[h], vmo[h], tke[h], tko[h], tce[h], tco[h], vzy, vlo, vhi) \
+                             : edgec_q8_rq8_lanes(a, vm[h], vmo[h], ve[h], vmask[h], vhalf[h], vzy, vlo, vhi))
             long j0 = 0;
             for (; P - j0 >= 3; j0 += EDGEC_Q8_PT) { /* tiles of 4 pixels (the last may hold 3) */
                 const int16_t* restrict x0 = xp + 2 * j0;
@@ -216,13 +237,11 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                             yn[(m0 + r) * P + j0 + j] = edgec_q_requant1(t[j][r], mv[r], -ev[r], zy, lo, hi, single);
                     continue;
                 }
-#define EDGEC_Q8_RQ(a, h) edgec_q8_rq8_lanes(a, vm[h], vmo[h], ve[h], vmask[h], vhalf[h], vzy, vlo, vhi)
                 /* one vector of 16 channels per pixel, then transposed: 4 pixels of each channel in one int32 */
                 const __m128i q0 = edgec_q8_pack16(EDGEC_Q8_RQ(c00, 0), EDGEC_Q8_RQ(c01, 1));
                 const __m128i q1 = edgec_q8_pack16(EDGEC_Q8_RQ(c10, 0), EDGEC_Q8_RQ(c11, 1));
                 const __m128i q2 = edgec_q8_pack16(EDGEC_Q8_RQ(c20, 0), EDGEC_Q8_RQ(c21, 1));
                 const __m128i q3 = edgec_q8_pack16(EDGEC_Q8_RQ(c30, 0), EDGEC_Q8_RQ(c31, 1));
-#undef EDGEC_Q8_RQ
                 const __m128i a01 = _mm_unpacklo_epi8(q0, q1), b01 = _mm_unpackhi_epi8(q0, q1);
                 const __m128i a23 = _mm_unpacklo_epi8(q2, q3), b23 = _mm_unpackhi_epi8(q2, q3);
                 int32_t cols[EDGEC_Q8_MC]; /* cols[r]: the 4 pixels of channel m0 + r */
@@ -265,12 +284,11 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                     continue;
                 }
                 int8_t q[EDGEC_Q8_MC];
-                a0 = edgec_q8_rq8_lanes(a0, vm[0], vmo[0], ve[0], vmask[0], vhalf[0], vzy, vlo, vhi);
-                a1 = edgec_q8_rq8_lanes(a1, vm[1], vmo[1], ve[1], vmask[1], vhalf[1], vzy, vlo, vhi);
-                _mm_storeu_si128((__m128i*)(void*)q, edgec_q8_pack16(a0, a1));
+                _mm_storeu_si128((__m128i*)(void*)q, edgec_q8_pack16(EDGEC_Q8_RQ(a0, 0), EDGEC_Q8_RQ(a1, 1)));
                 for (long r = 0; r < mc; ++r) yn[(m0 + r) * P + j0] = q[r];
             }
 #undef EDGEC_Q8_W
+#undef EDGEC_Q8_RQ
 #else
             for (long j = 0; j < P; ++j) {
                 for (long r = 0; r < mc; ++r) {
@@ -296,9 +314,10 @@ static const int edgec_q8_dw_lane[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 1
    channels are requantized and stored as in edgec_q8_conv_cv. */
 EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* restrict x, const int16_t* restrict wq,
                                const int32_t* restrict bias, const int32_t* restrict mult,
-                               const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict buf)
+                               const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict buf, int tiefree)
 {
     const long C = p->c, H = p->h, W = p->w, OH = p->oh, OW = p->ow, KH = p->kh, KW = p->kw, T = KH * KW;
+    (void)tiefree; /* the AVX2 path's */
     const long sh = p->sh, sw = p->sw, dh = p->dh, dw = p->dw, P = OH * OW;
     const int32_t zy = p->y_zp, lo = p->qmin, hi = p->qmax, pc = p->per_channel, single = p->single;
 #if EDGEC_Q8_AVX2
@@ -378,8 +397,11 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                 el[l] = fast ? ev[edgec_q8_dw_lane[l]] : 0;
                 kl[l] = fast ? (int32_t)(((uint32_t)1 << el[l]) - 1u) : 0;
             }
-            __m256i vb[2], vm[2], vmo[2], ve[2], vmask[2], vhalf[2];
+            int tf = fast && tiefree;
+            for (int l = 0; l < 16; ++l) tf = tf && el[l] >= 1;
+            __m256i vb[2], vm[2], vmo[2], ve[2], vmask[2], vhalf[2], tke[2], tko[2], tce[2], tco[2];
             for (int h = 0; h < 2; ++h) {
+                if (tf) edgec_q8_tf_lanes(el + 8 * h, tke + h, tko + h, tce + h, tco + h);
                 vb[h] = _mm256_loadu_si256((const __m256i*)(const void*)(bl + 8 * h));
                 vm[h] = _mm256_loadu_si256((const __m256i*)(const void*)(ml + 8 * h));
                 vmo[h] = _mm256_srli_epi64(vm[h], 32);
@@ -413,8 +435,13 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                         _mm256_storeu_si256((__m256i*)(void*)(t[j] + 8), ah);
                         continue;
                     }
-                    al = edgec_q8_rq8_lanes(al, vm[0], vmo[0], ve[0], vmask[0], vhalf[0], vzy, vlo, vhi);
-                    ah = edgec_q8_rq8_lanes(ah, vm[1], vmo[1], ve[1], vmask[1], vhalf[1], vzy, vlo, vhi);
+                    if (tf) {
+                        al = edgec_q8_rq8_lanes_tf(al, vm[0], vmo[0], tke[0], tko[0], tce[0], tco[0], vzy, vlo, vhi);
+                        ah = edgec_q8_rq8_lanes_tf(ah, vm[1], vmo[1], tke[1], tko[1], tce[1], tco[1], vzy, vlo, vhi);
+                    } else {
+                        al = edgec_q8_rq8_lanes(al, vm[0], vmo[0], ve[0], vmask[0], vhalf[0], vzy, vlo, vhi);
+                        ah = edgec_q8_rq8_lanes(ah, vm[1], vmo[1], ve[1], vmask[1], vhalf[1], vzy, vlo, vhi);
+                    }
                     const __m256i w16 = _mm256_packs_epi32(al, ah); /* channels 0-7 | 8-15 as int16 */
                     q[j] = _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
                 }
@@ -511,7 +538,7 @@ def small_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.No
     p4 = -(-f["oh"] * f["ow"] // PT) * PT
     init = "{" + ", ".join(f".{n} = {int(v)}" for n, v in f.items()) + "}"
     body = (f"    static const edgec_q_conv_params p = {init};\n"
-            "    edgec_q8_conv_cv(&p, x0, x1, x2, x3, x4, y0, s0);\n")
+            f"    edgec_q8_conv_cv(&p, x0, x1, x2, x3, x4, y0, s0, {int(tie_free(node, f))});\n")
     pointwise = (f["kh"] == f["kw"] == f["sh"] == f["sw"] == 1 and f["ph"] == f["pw"] == 0
                  and (f["oh"], f["ow"]) == (f["h"], f["w"]))
     hr = (f["oh"] - 1) * f["sh"] + (f["kh"] - 1) * f["dh"] + 1
@@ -562,7 +589,7 @@ def small_depthwise(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional
         return None
     init = "{" + ", ".join(f".{n} = {int(v)}" for n, v in f.items()) + "}"
     body = (f"    static const edgec_q_conv_params p = {init};\n"
-            "    edgec_q8_dw_cv(&p, x0, x1, x2, x3, x4, y0, s0);\n")
+            f"    edgec_q8_dw_cv(&p, x0, x1, x2, x3, x4, y0, s0, {int(tie_free(node, f))});\n")
     ops = list(node.inputs)
     ops[1] = _packed(k, node.input(1), "q8dw", pack_dw_lanes)
     code = K.NodeCode(ops, body, ["q8_small"], typed=True, scratch=_dw_lanes_scratch(f))
