@@ -23,8 +23,9 @@ module takes the layers that dominate MobileNet-style models when they run on th
 
 Every AVX2 path (``#if defined(__AVX2__)``, off with ``-DEDGEC_Q8_PORTABLE``) has a portable C99 twin
 that computes the same integers; integer arithmetic is exact, so both are bit-identical with
-:func:`edgec.quant.reference.run_integer`. Single rounding and shifts outside [-31, 0] requantize
-element by element with ``edgec_q_requant1`` (the generic kernels' function). Working memory is the
+:func:`edgec.quant.reference.run_integer`. Single rounding (CMSIS-NN) runs on vectors too (one 64-bit
+rounding shift); shifts outside [-31, 0] requantize element by element with ``edgec_q_requant1`` (the
+generic kernels' function). Working memory is the
 layer's arena scratch (``s0``, ``int16_t*``), never the stack.
 """
 
@@ -69,14 +70,14 @@ _HELPER = """\
 #define EDGEC_Q8_UNROLL2
 #endif
 
-/* Requantization of one output channel: the double-rounding case without saturation (M0 > 0,
-   shift in [-31, 0]) branch-free; anything else element by element with edgec_q_requant1. */
+/* Requantization of one output channel: shifts in [-31, 0] (double rounding: M0 > 0) branch-free on
+   vectors; anything else element by element with edgec_q_requant1. */
 typedef struct {
     int32_t b, m0, s0, zy, lo, hi, single, fast, tf;
 #if EDGEC_Q8_AVX2
     __m256i vb, vm, vmask, vhalf, vzy, vlo, vhi; /* the same, broadcast once per channel */
-    __m256i vk; /* tie-free: 2^30 + 2^(30+e) in each 64-bit lane */
-    __m128i ve, vce, vco; /* e; tie-free: the shift counts 31 + e (even lanes) and e - 1 (odd lanes) */
+    __m256i vk; /* tie-free: 2^30 + 2^(30+e); single: 2^(30+e) + 2^62 (in each 64-bit lane) */
+    __m128i ve, vce, vco; /* e; tie-free: the shift counts 31 + e (even lanes), e - 1 (odd); single: 31 + e */
 #endif
 } edgec_q8_rq;
 
@@ -89,18 +90,21 @@ static inline edgec_q8_rq edgec_q8_rq_make(int32_t b, int32_t m0, int32_t s0, in
 {
     edgec_q8_rq r;
     r.b = b; r.m0 = m0; r.s0 = s0; r.zy = zy; r.lo = lo; r.hi = hi; r.single = single;
-    r.fast = !single && m0 > 0 && s0 <= 0 && s0 >= -31;
-    r.tf = r.fast && tiefree && s0 <= -1;
+    r.fast = s0 <= 0 && s0 >= -31 && (single || m0 > 0);
+    r.tf = r.fast && !single && tiefree && s0 <= -1;
 #if EDGEC_Q8_AVX2
-    r.vk = _mm256_set1_epi64x(r.tf ? ((int64_t)1 << 30) + ((int64_t)1 << (30 - s0)) : 0);
-    r.vce = _mm_cvtsi32_si128(r.tf ? 31 - s0 : 0);
+    /* single rounding: (x * M0 + 2^(30+e)) >> (31 + e) with 2^62 added so that the 64-bit shift may be a
+       logical one; the 2^(31-e) it leaves in the result comes off with the output zero point */
+    r.vk = _mm256_set1_epi64x(r.tf ? ((int64_t)1 << 30) + ((int64_t)1 << (30 - s0))
+                                   : (r.fast && single ? ((int64_t)1 << (30 - s0)) + ((int64_t)1 << 62) : 0));
+    r.vce = _mm_cvtsi32_si128(r.tf || (r.fast && single) ? 31 - s0 : 0);
     r.vco = _mm_cvtsi32_si128(r.tf ? -s0 - 1 : 0);
     const int32_t mask = r.fast ? (int32_t)(((uint32_t)1 << -s0) - 1u) : 0;
     r.vb = _mm256_set1_epi32(b);
     r.vm = _mm256_set1_epi32(m0);
     r.vmask = _mm256_set1_epi32(mask);
     r.vhalf = _mm256_set1_epi32(mask >> 1);
-    r.vzy = _mm256_set1_epi32(zy);
+    r.vzy = _mm256_set1_epi32(r.fast && single ? (int32_t)((uint32_t)zy - ((uint32_t)1 << (31 + s0))) : zy);
     r.vlo = _mm256_set1_epi32(lo);
     r.vhi = _mm256_set1_epi32(hi);
     r.ve = _mm_cvtsi32_si128(r.fast ? -s0 : 0);
@@ -111,7 +115,7 @@ static inline edgec_q8_rq edgec_q8_rq_make(int32_t b, int32_t m0, int32_t s0, in
 static inline void edgec_q8_requant16(const int32_t* restrict t, const edgec_q8_rq* q, int8_t* restrict y, long n)
 {
     int8_t out[16];
-    if (!q->fast) {
+    if (!q->fast || q->single) {
         for (long j = 0; j < n; ++j)
             y[j] = edgec_q_requant1(t[j] + q->b, q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
         return;
@@ -163,11 +167,20 @@ static inline __m256i edgec_q8_tf8u(__m256i x, const edgec_q8_rq* q)
                                         q->vco);
     return _mm256_sign_epi32(_mm256_blend_epi32(pe, po, 0xAA), x);
 }
+/* Single rounding of 8 lanes with one M0 and e (vzy holds the output zero point less 2^(31-e)). */
+static inline __m256i edgec_q8_single8u(__m256i x, const edgec_q8_rq* q)
+{
+    const __m256i pe = _mm256_srl_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, q->vm), q->vk), q->vce);
+    const __m256i po = _mm256_srl_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), q->vm), q->vk),
+                                        q->vce);
+    return _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+}
 /* 8 lanes of requant(x) (bias included), the fast case. */
 static inline __m256i edgec_q8_rq8(__m256i x, const edgec_q8_rq* q)
 {
-    const __m256i r = q->tf ? edgec_q8_tf8u(x, q)
-                            : edgec_q8_rdbpot8(edgec_q8_srdhm8(x, q->vm), q->ve, q->vmask, q->vhalf);
+    const __m256i r = q->single ? edgec_q8_single8u(x, q)
+                      : q->tf ? edgec_q8_tf8u(x, q)
+                              : edgec_q8_rdbpot8(edgec_q8_srdhm8(x, q->vm), q->ve, q->vmask, q->vhalf);
     const __m256i v = _mm256_add_epi32(r, q->vzy);
     return _mm256_min_epi32(_mm256_max_epi32(v, q->vlo), q->vhi);
 }

@@ -15,8 +15,8 @@ packing costs as much as the arithmetic. Here the lanes hold 16 output channels:
 
 Both requantize the channel vectors with per-lane multipliers and shifts (``vpsravd``) and transpose 4
 pixels x 16 channels so that every channel stores its 4 pixels at once. A block whose requantization is
-not the branch-free case (single rounding, shifts outside [-31, 0]) is requantized element by element with
-``edgec_q_requant1``; the portable C99 twins (``-DEDGEC_Q8_PORTABLE``) compute the same integers, so all
+not a branch-free case (shifts outside [-31, 0], double rounding with M0 <= 0) is requantized element by
+element with ``edgec_q_requant1``; the portable C99 twins (``-DEDGEC_Q8_PORTABLE``) compute the same integers, so all
 are bit-identical with :func:`edgec.quant.reference.run_integer`.
 """
 
@@ -150,6 +150,36 @@ static inline void edgec_q8_tf_lanes(const int32_t* e8, __m256i* ke, __m256i* ko
     *ce = _mm256_loadu_si256((const __m256i*)(const void*)c[0]);
     *co = _mm256_loadu_si256((const __m256i*)(const void*)c[1]);
 }
+/* Single rounding of 8 lanes with per-lane parameters (edgec_q8_single8u's): m (mo = m >> 32), ke/ko =
+   2^(30+e) + 2^62 and ce/co = 31 + e of the even/odd lanes' channels, zv = the output zero point less
+   2^(31-e) per lane. */
+static inline __m256i edgec_q8_rq8_lanes_single(__m256i x, __m256i m, __m256i mo, __m256i ke, __m256i ko, __m256i ce,
+                                                __m256i co, __m256i zv, __m256i lo, __m256i hi)
+{
+    const __m256i pe = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, m), ke), ce);
+    const __m256i po = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), mo), ko), co);
+    const __m256i v = _mm256_add_epi32(_mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA), zv);
+    return _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+}
+/* The single-rounding parameters of 8 lanes whose shifts are e8[0..8) (each in [0, 31]). */
+static inline void edgec_q8_sg_lanes(const int32_t* e8, int32_t zy, __m256i* ke, __m256i* ko, __m256i* ce,
+                                     __m256i* co, __m256i* zv)
+{
+    int64_t k[2][4], c[2][4];
+    int32_t z[8];
+    for (int i = 0; i < 4; ++i) {
+        k[0][i] = ((int64_t)1 << (30 + e8[2 * i])) + ((int64_t)1 << 62);
+        k[1][i] = ((int64_t)1 << (30 + e8[2 * i + 1])) + ((int64_t)1 << 62);
+        c[0][i] = 31 + e8[2 * i];
+        c[1][i] = 31 + e8[2 * i + 1];
+    }
+    for (int j = 0; j < 8; ++j) z[j] = (int32_t)((uint32_t)zy - ((uint32_t)1 << (31 - e8[j])));
+    *ke = _mm256_loadu_si256((const __m256i*)(const void*)k[0]);
+    *ko = _mm256_loadu_si256((const __m256i*)(const void*)k[1]);
+    *ce = _mm256_loadu_si256((const __m256i*)(const void*)c[0]);
+    *co = _mm256_loadu_si256((const __m256i*)(const void*)c[1]);
+    *zv = _mm256_loadu_si256((const __m256i*)(const void*)z);
+}
 /* The 16 int8 of two vectors of 8 int32 (already in [-128, 127]), in order. */
 static inline __m128i edgec_q8_pack16(__m256i a, __m256i b)
 {
@@ -175,20 +205,22 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
             const long mc = M - m0 < EDGEC_Q8_MC ? M - m0 : EDGEC_Q8_MC;
             const int8_t* restrict ap = wp + 2 * EDGEC_Q8_MC * K2 * (m0 / EDGEC_Q8_MC);
             int32_t b[EDGEC_Q8_MC], mv[EDGEC_Q8_MC], ev[EDGEC_Q8_MC];
-            int fast = !single;
+            int fast = !single, sg = single; /* sg: single rounding on vectors */
             for (long r = 0; r < EDGEC_Q8_MC; ++r) {
                 const long m = m0 + (r < mc ? r : 0), c = pc ? m : 0;
                 b[r] = bias[m];
                 mv[r] = mult[c];
                 ev[r] = -shift[c];
                 fast = fast && mult[c] > 0 && shift[c] <= 0 && shift[c] >= -31;
+                sg = sg && shift[c] <= 0 && shift[c] >= -31;
             }
 #if EDGEC_Q8_AVX2
             int tf = fast && tiefree;
             for (long r = 0; r < EDGEC_Q8_MC; ++r) tf = tf && ev[r] >= 1;
-            __m256i vm[2], vmo[2], ve[2], vmask[2], vhalf[2], tke[2], tko[2], tce[2], tco[2];
+            __m256i vm[2], vmo[2], ve[2], vmask[2], vhalf[2], tke[2], tko[2], tce[2], tco[2], szv[2];
             for (int h = 0; h < 2; ++h) {
                 if (tf) edgec_q8_tf_lanes(ev + 8 * h, tke + h, tko + h, tce + h, tco + h);
+                if (sg) edgec_q8_sg_lanes(ev + 8 * h, zy, tke + h, tko + h, tce + h, tco + h, szv + h);
                 int32_t mk[8];
                 for (int r = 0; r < 8; ++r) mk[r] = fast ? (int32_t)(((uint32_t)1 << ev[8 * h + r]) - 1u) : 0;
                 vm[h] = _mm256_loadu_si256((const __m256i*)(const void*)(mv + 8 * h));
@@ -200,8 +232,10 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
             const __m256i vzy = _mm256_set1_epi32(zy), vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
             const __m256i b0 = _mm256_loadu_si256((const __m256i*)(const void*)b);
             const __m256i b1 = _mm256_loadu_si256((const __m256i*)(const void*)(b + 8));
-#define EDGEC_Q8_RQ(a, h) (tf ? edgec_q8_rq8_lanes_tf(a, vm[h], vmo[h], tke[h], tko[h], tce[h], tco[h], vzy, vlo, vhi) \
-                             : edgec_q8_rq8_lanes(a, vm[h], vmo[h], ve[h], vmask[h], vhalf[h], vzy, vlo, vhi))
+#define EDGEC_Q8_RQ(a, h) \
+    (sg ? edgec_q8_rq8_lanes_single(a, vm[h], vmo[h], tke[h], tko[h], tce[h], tco[h], szv[h], vlo, vhi) \
+        : tf ? edgec_q8_rq8_lanes_tf(a, vm[h], vmo[h], tke[h], tko[h], tce[h], tco[h], vzy, vlo, vhi) \
+             : edgec_q8_rq8_lanes(a, vm[h], vmo[h], ve[h], vmask[h], vhalf[h], vzy, vlo, vhi))
             long j0 = 0;
             for (; P - j0 >= 3; j0 += EDGEC_Q8_PT) { /* tiles of 4 pixels (the last may hold 3) */
                 const int16_t* restrict x0 = xp + 2 * j0;
@@ -226,7 +260,7 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
 #undef EDGEC_Q8_BX
                 }
                 const long nj = P - j0 < EDGEC_Q8_PT ? P - j0 : EDGEC_Q8_PT;
-                if (!fast) {
+                if (!fast && !sg) {
                     int32_t t[EDGEC_Q8_PT][EDGEC_Q8_MC];
                     const __m256i acc[EDGEC_Q8_PT][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
                     for (int j = 0; j < EDGEC_Q8_PT; ++j)
@@ -276,7 +310,7 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                 a0 = _mm256_add_epi32(a0, e0);
                 a1 = _mm256_add_epi32(a1, e1);
                 int32_t t[EDGEC_Q8_MC];
-                if (!fast) {
+                if (!fast && !sg) {
                     _mm256_storeu_si256((__m256i*)(void*)t, a0);
                     _mm256_storeu_si256((__m256i*)(void*)(t + 8), a1);
                     for (long r = 0; r < mc; ++r)
@@ -332,13 +366,14 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
         for (long c0 = 0; c0 < C; c0 += 16) {
             const long nc = C - c0 < 16 ? C - c0 : 16;
             int32_t b[16], mv[16], ev[16];
-            int fast = !single;
+            int fast = !single, sg = single; /* sg: single rounding on vectors */
             for (long r = 0; r < 16; ++r) {
                 const long c = c0 + (r < nc ? r : 0), k = pc ? c : 0;
                 b[r] = bias[c];
                 mv[r] = mult[k];
                 ev[r] = -shift[k];
                 fast = fast && mult[k] > 0 && shift[k] <= 0 && shift[k] >= -31;
+                sg = sg && shift[k] <= 0 && shift[k] >= -31;
             }
 #if EDGEC_Q8_AVX2
             const int8_t* xr[16]; /* the 16 input planes (the zero point's row past the last channel) */
@@ -394,14 +429,15 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
             for (int l = 0; l < 16; ++l) {
                 bl[l] = b[edgec_q8_dw_lane[l]];
                 ml[l] = mv[edgec_q8_dw_lane[l]];
-                el[l] = fast ? ev[edgec_q8_dw_lane[l]] : 0;
+                el[l] = fast || sg ? ev[edgec_q8_dw_lane[l]] : 0;
                 kl[l] = fast ? (int32_t)(((uint32_t)1 << el[l]) - 1u) : 0;
             }
             int tf = fast && tiefree;
             for (int l = 0; l < 16; ++l) tf = tf && el[l] >= 1;
-            __m256i vb[2], vm[2], vmo[2], ve[2], vmask[2], vhalf[2], tke[2], tko[2], tce[2], tco[2];
+            __m256i vb[2], vm[2], vmo[2], ve[2], vmask[2], vhalf[2], tke[2], tko[2], tce[2], tco[2], szv[2];
             for (int h = 0; h < 2; ++h) {
                 if (tf) edgec_q8_tf_lanes(el + 8 * h, tke + h, tko + h, tce + h, tco + h);
+                if (sg) edgec_q8_sg_lanes(el + 8 * h, zy, tke + h, tko + h, tce + h, tco + h, szv + h);
                 vb[h] = _mm256_loadu_si256((const __m256i*)(const void*)(bl + 8 * h));
                 vm[h] = _mm256_loadu_si256((const __m256i*)(const void*)(ml + 8 * h));
                 vmo[h] = _mm256_srli_epi64(vm[h], 32);
@@ -430,12 +466,17 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                         al = _mm256_add_epi32(al, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), wl));
                         ah = _mm256_add_epi32(ah, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), wh));
                     }
-                    if (!fast) {
+                    if (!fast && !sg) {
                         _mm256_storeu_si256((__m256i*)(void*)t[j], al);
                         _mm256_storeu_si256((__m256i*)(void*)(t[j] + 8), ah);
                         continue;
                     }
-                    if (tf) {
+                    if (sg) {
+                        al = edgec_q8_rq8_lanes_single(al, vm[0], vmo[0], tke[0], tko[0], tce[0], tco[0], szv[0], vlo,
+                                                       vhi);
+                        ah = edgec_q8_rq8_lanes_single(ah, vm[1], vmo[1], tke[1], tko[1], tce[1], tco[1], szv[1], vlo,
+                                                       vhi);
+                    } else if (tf) {
                         al = edgec_q8_rq8_lanes_tf(al, vm[0], vmo[0], tke[0], tko[0], tce[0], tco[0], vzy, vlo, vhi);
                         ah = edgec_q8_rq8_lanes_tf(ah, vm[1], vmo[1], tke[1], tko[1], tce[1], tco[1], vzy, vlo, vhi);
                     } else {
@@ -449,7 +490,7 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                     ow = 0;
                     ++oh;
                 }
-                if (!fast) {
+                if (!fast && !sg) {
                     for (long l = 0; l < 16; ++l) {
                         const long r = edgec_q8_dw_lane[l];
                         if (r >= nc) continue;
