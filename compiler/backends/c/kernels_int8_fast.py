@@ -64,20 +64,111 @@ _HELPER = """\
 #else
 #define EDGEC_Q8_FN static
 #endif
+#if defined(__GNUC__) || defined(__clang__)
+#define EDGEC_Q8_INLINE static inline __attribute__((always_inline)) /* the requantization: hot, called per tile */
+#else
+#define EDGEC_Q8_INLINE static inline
+#endif
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
 #define EDGEC_Q8_UNROLL2 _Pragma("GCC unroll 2") /* the k loops of the register tiles: ~6% of a MobileNet */
 #else
 #define EDGEC_Q8_UNROLL2
 #endif
 
+#if EDGEC_Q8_AVX2
+/* Requantization parameters of 8 lanes (one channel's, broadcast, or 8 channels'): mode 0 is gemmlowp's
+   double rounding (SRDHM, then RoundingDivideByPOT by e), 1 the tie-free single rounding of |x| (see
+   edgec_q8_rq_make), 2 single rounding (CMSIS-NN). 64-bit quantities hold the even lanes' values in ke/ce,
+   the odd lanes' in ko/co. */
+typedef struct {
+    __m256i m, mo;          /* M0 per lane; mo = m >> 32 puts the odd lanes' M0 where vpmuldq reads it */
+    __m256i e, mask, half;  /* double rounding: e per lane, 2^e - 1, mask >> 1 */
+    __m256i ke, ko, ce, co; /* tie-free: 2^30 + 2^(30+e), shift counts 31 + e (even) and e - 1 (odd: the result
+                               lands in the high half); single: 2^(30+e) + 2^62 (so the 64-bit shift may be a
+                               logical one), counts 31 + e */
+    __m256i zy, lo, hi;     /* single rounding: zy less the 2^(31-e) that 2^62 leaves in the result */
+    int mode;
+} edgec_q8_rqv;
+
+/* m8, e8: M0 and e = -shift of the 8 lanes (e in [0, 31]; [1, 31] for mode 1; M0 > 0 for modes 0 and 1). */
+EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_make(const int32_t* m8, const int32_t* e8, int mode, int32_t zy, int32_t lo,
+                                             int32_t hi)
+{
+    edgec_q8_rqv v;
+    int32_t mk[8], z[8];
+    int64_t k[2][4], c[2][4];
+    for (int j = 0; j < 8; ++j) {
+        mk[j] = mode == 0 ? (int32_t)(((uint32_t)1 << e8[j]) - 1u) : 0;
+        z[j] = mode == 2 ? (int32_t)((uint32_t)zy - ((uint32_t)1 << (31 - e8[j]))) : zy;
+    }
+    for (int i = 0; i < 4; ++i)
+        for (int h = 0; h < 2; ++h) { /* h = 0: lane 2i, 1: lane 2i + 1 */
+            const int e = e8[2 * i + h];
+            k[h][i] = mode == 1 ? ((int64_t)1 << 30) + ((int64_t)1 << (30 + e))
+                      : mode == 2 ? ((int64_t)1 << (30 + e)) + ((int64_t)1 << 62) : 0;
+            c[h][i] = mode == 1 && h ? e - 1 : 31 + e;
+        }
+#define EDGEC_Q8_LD(a) _mm256_loadu_si256((const __m256i*)(const void*)(a))
+    v.m = EDGEC_Q8_LD(m8);
+    v.mo = _mm256_srli_epi64(v.m, 32);
+    v.e = EDGEC_Q8_LD(e8);
+    v.mask = EDGEC_Q8_LD(mk);
+    v.half = _mm256_srai_epi32(v.mask, 1);
+    v.ke = EDGEC_Q8_LD(k[0]);
+    v.ko = EDGEC_Q8_LD(k[1]);
+    v.ce = EDGEC_Q8_LD(c[0]);
+    v.co = EDGEC_Q8_LD(c[1]);
+    v.zy = EDGEC_Q8_LD(z);
+#undef EDGEC_Q8_LD
+    v.lo = _mm256_set1_epi32(lo);
+    v.hi = _mm256_set1_epi32(hi);
+    v.mode = mode;
+    return v;
+}
+/* gemmlowp SaturatingRoundingDoublingHighMul of 8 lanes by m (mo = m >> 32; not both INT32_MIN):
+   (x * m + 2^30) >> 31, with vpmuldq on the even and the odd lanes. */
+static inline __m256i edgec_q8_srdhm8(__m256i x, __m256i m, __m256i mo)
+{
+    const __m256i rnd = _mm256_set1_epi64x((int64_t)1 << 30);
+    const __m256i pe = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, m), rnd), 31);
+    const __m256i po = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), mo), rnd), 31);
+    return _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA); /* low 32 bits of each >> 31 */
+}
+/* RoundingDivideByPOT of 8 lanes by e per lane (mask = 2^e - 1, half = mask >> 1): ties away from zero. */
+static inline __m256i edgec_q8_rdbpot8(__m256i s, __m256i e, __m256i mask, __m256i half)
+{
+    const __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(s, mask), _mm256_sub_epi32(half, _mm256_srai_epi32(s, 31)));
+    return _mm256_sub_epi32(_mm256_srav_epi32(s, e), up);
+}
+/* 8 lanes of clamp(requant(x) + zy) (x: the accumulators with the bias). */
+EDGEC_Q8_INLINE __m256i edgec_q8_rqv8(__m256i x, const edgec_q8_rqv* q)
+{
+    __m256i r;
+    if (q->mode == 1) {
+        const __m256i a = _mm256_abs_epi32(x);
+        const __m256i pe = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epu32(a, q->m), q->ke), q->ce);
+        const __m256i po =
+            _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), q->mo), q->ko), q->co);
+        r = _mm256_sign_epi32(_mm256_blend_epi32(pe, po, 0xAA), x);
+    } else if (q->mode == 2) {
+        const __m256i pe = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, q->m), q->ke), q->ce);
+        const __m256i po =
+            _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), q->mo), q->ko), q->co);
+        r = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+    } else {
+        r = edgec_q8_rdbpot8(edgec_q8_srdhm8(x, q->m, q->mo), q->e, q->mask, q->half);
+    }
+    return _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(r, q->zy), q->lo), q->hi);
+}
+#endif
+
 /* Requantization of one output channel: shifts in [-31, 0] (double rounding: M0 > 0) branch-free on
    vectors; anything else element by element with edgec_q_requant1. */
 typedef struct {
-    int32_t b, m0, s0, zy, lo, hi, single, fast, tf;
+    int32_t b, m0, s0, zy, lo, hi, single, fast;
 #if EDGEC_Q8_AVX2
-    __m256i vb, vm, vmask, vhalf, vzy, vlo, vhi; /* the same, broadcast once per channel */
-    __m256i vk; /* tie-free: 2^30 + 2^(30+e); single: 2^(30+e) + 2^62 (in each 64-bit lane) */
-    __m128i ve, vce, vco; /* e; tie-free: the shift counts 31 + e (even lanes), e - 1 (odd); single: 31 + e */
+    __m256i vb;     /* the bias, broadcast */
+    edgec_q8_rqv v; /* the requantization, broadcast */
 #endif
 } edgec_q8_rq;
 
@@ -91,23 +182,18 @@ static inline edgec_q8_rq edgec_q8_rq_make(int32_t b, int32_t m0, int32_t s0, in
     edgec_q8_rq r;
     r.b = b; r.m0 = m0; r.s0 = s0; r.zy = zy; r.lo = lo; r.hi = hi; r.single = single;
     r.fast = s0 <= 0 && s0 >= -31 && (single || m0 > 0);
-    r.tf = r.fast && !single && tiefree && s0 <= -1;
 #if EDGEC_Q8_AVX2
-    /* single rounding: (x * M0 + 2^(30+e)) >> (31 + e) with 2^62 added so that the 64-bit shift may be a
-       logical one; the 2^(31-e) it leaves in the result comes off with the output zero point */
-    r.vk = _mm256_set1_epi64x(r.tf ? ((int64_t)1 << 30) + ((int64_t)1 << (30 - s0))
-                                   : (r.fast && single ? ((int64_t)1 << (30 - s0)) + ((int64_t)1 << 62) : 0));
-    r.vce = _mm_cvtsi32_si128(r.tf || (r.fast && single) ? 31 - s0 : 0);
-    r.vco = _mm_cvtsi32_si128(r.tf ? -s0 - 1 : 0);
-    const int32_t mask = r.fast ? (int32_t)(((uint32_t)1 << -s0) - 1u) : 0;
     r.vb = _mm256_set1_epi32(b);
-    r.vm = _mm256_set1_epi32(m0);
-    r.vmask = _mm256_set1_epi32(mask);
-    r.vhalf = _mm256_set1_epi32(mask >> 1);
-    r.vzy = _mm256_set1_epi32(r.fast && single ? (int32_t)((uint32_t)zy - ((uint32_t)1 << (31 + s0))) : zy);
-    r.vlo = _mm256_set1_epi32(lo);
-    r.vhi = _mm256_set1_epi32(hi);
-    r.ve = _mm_cvtsi32_si128(r.fast ? -s0 : 0);
+    if (r.fast) {
+        int32_t m8[8], e8[8];
+        for (int j = 0; j < 8; ++j) {
+            m8[j] = m0;
+            e8[j] = -s0;
+        }
+        r.v = edgec_q8_rqv_make(m8, e8, single ? 2 : tiefree && s0 <= -1 ? 1 : 0, zy, lo, hi);
+    }
+#else
+    (void)tiefree;
 #endif
     return r;
 }
@@ -131,59 +217,6 @@ static inline void edgec_q8_requant16(const int32_t* restrict t, const edgec_q8_
     for (long j = 0; j < n; ++j) y[j] = out[j];
 }
 #if EDGEC_Q8_AVX2
-/* gemmlowp SaturatingRoundingDoublingHighMul of 8 lanes by m (not both INT32_MIN): (x * m + 2^30) >> 31,
-   with vpmuldq on the even and the odd lanes. */
-static inline __m256i edgec_q8_srdhm8(__m256i x, __m256i m)
-{
-    const __m256i rnd = _mm256_set1_epi64x((int64_t)1 << 30);
-    const __m256i pe = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, m), rnd), 31);
-    const __m256i po = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), m), rnd), 31);
-    return _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA); /* low 32 bits of each >> 31 */
-}
-/* RoundingDivideByPOT of 8 lanes by e (mask = 2^e - 1, half = mask >> 1): ties away from zero. */
-static inline __m256i edgec_q8_rdbpot8(__m256i s, __m128i e, __m256i mask, __m256i half)
-{
-    const __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(s, mask), _mm256_sub_epi32(half, _mm256_srai_epi32(s, 31)));
-    return _mm256_sub_epi32(_mm256_sra_epi32(s, e), up);
-}
-/* The tie-free requantization (see edgec_q8_rq_make) of 8 lanes with per-lane parameters: m (mo = m >> 32),
-   ke/ko = 2^30 + 2^(30+e) of the even/odd lanes' channels in each 64-bit lane, shift counts ce = 31 + e
-   (even lanes) and co = e - 1 (odd lanes: their result lands in the high half). */
-static inline __m256i edgec_q8_rq8_lanes_tf(__m256i x, __m256i m, __m256i mo, __m256i ke, __m256i ko, __m256i ce,
-                                            __m256i co, __m256i zy, __m256i lo, __m256i hi)
-{
-    const __m256i a = _mm256_abs_epi32(x);
-    const __m256i pe = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epu32(a, m), ke), ce);
-    const __m256i po = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), mo), ko), co);
-    const __m256i v = _mm256_add_epi32(_mm256_sign_epi32(_mm256_blend_epi32(pe, po, 0xAA), x), zy);
-    return _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
-}
-/* The same with one M0 and e for all lanes. */
-static inline __m256i edgec_q8_tf8u(__m256i x, const edgec_q8_rq* q)
-{
-    const __m256i a = _mm256_abs_epi32(x);
-    const __m256i pe = _mm256_srl_epi64(_mm256_add_epi64(_mm256_mul_epu32(a, q->vm), q->vk), q->vce);
-    const __m256i po = _mm256_srl_epi64(_mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), q->vm), q->vk),
-                                        q->vco);
-    return _mm256_sign_epi32(_mm256_blend_epi32(pe, po, 0xAA), x);
-}
-/* Single rounding of 8 lanes with one M0 and e (vzy holds the output zero point less 2^(31-e)). */
-static inline __m256i edgec_q8_single8u(__m256i x, const edgec_q8_rq* q)
-{
-    const __m256i pe = _mm256_srl_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, q->vm), q->vk), q->vce);
-    const __m256i po = _mm256_srl_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), q->vm), q->vk),
-                                        q->vce);
-    return _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
-}
-/* 8 lanes of requant(x) (bias included), the fast case. */
-static inline __m256i edgec_q8_rq8(__m256i x, const edgec_q8_rq* q)
-{
-    const __m256i r = q->single ? edgec_q8_single8u(x, q)
-                      : q->tf ? edgec_q8_tf8u(x, q)
-                              : edgec_q8_rdbpot8(edgec_q8_srdhm8(x, q->vm), q->ve, q->vmask, q->vhalf);
-    const __m256i v = _mm256_add_epi32(r, q->vzy);
-    return _mm256_min_epi32(_mm256_max_epi32(v, q->vlo), q->vhi);
-}
 /* y[0, n) = the first n <= 16 bytes of v. */
 static inline void edgec_q8_put16(__m128i v, int8_t* restrict y, long n)
 {
@@ -208,7 +241,7 @@ static inline void edgec_q8_store16(__m256i lo, __m256i hi, const edgec_q8_rq* q
         for (long j = 0; j < n; ++j) y[j] = edgec_q_requant1(t[j], q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
         return;
     }
-    const __m256i w = _mm256_packs_epi32(edgec_q8_rq8(lo, q), edgec_q8_rq8(hi, q)); /* outputs 0-7 | 8-15 */
+    const __m256i w = _mm256_packs_epi32(edgec_q8_rqv8(lo, &q->v), edgec_q8_rqv8(hi, &q->v)); /* outputs 0-7 | 8-15 */
     const __m128i v = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
     edgec_q8_put16(v, y, n);
 }
@@ -223,7 +256,7 @@ static inline void edgec_q8_store16_seq(__m256i a, __m256i b, const edgec_q8_rq*
         for (long j = 0; j < n; ++j) y[j] = edgec_q_requant1(t[j], q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
         return;
     }
-    const __m256i w = _mm256_packs_epi32(edgec_q8_rq8(a, q), edgec_q8_rq8(b, q)); /* 0-3 8-11 | 4-7 12-15 */
+    const __m256i w = _mm256_packs_epi32(edgec_q8_rqv8(a, &q->v), edgec_q8_rqv8(b, &q->v)); /* 0-3 8-11 | 4-7 12-15 */
     const __m128i v = _mm_shuffle_epi32(_mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)),
                                         0xD8);
     edgec_q8_put16(v, y, n);
@@ -585,7 +618,7 @@ EDGEC_Q8_FN void edgec_q8_add(const edgec_q_add_params* p, const int8_t* a, cons
         const __m256i o1 = _mm256_set1_epi32(p->in1_offset), o2 = _mm256_set1_epi32(p->in2_offset);
         const __m256i m1 = _mm256_set1_epi32(p->m1), m2 = _mm256_set1_epi32(p->m2), mo = _mm256_set1_epi32(p->mo);
         const __m128i ls = _mm_cvtsi32_si128(p->left_shift);
-        const __m128i e1 = _mm_cvtsi32_si128(-p->s1), e2 = _mm_cvtsi32_si128(-p->s2), eo = _mm_cvtsi32_si128(-p->so);
+        const __m256i e1 = _mm256_set1_epi32(-p->s1), e2 = _mm256_set1_epi32(-p->s2), eo = _mm256_set1_epi32(-p->so);
         const int32_t k1 = (int32_t)(((uint32_t)1 << -p->s1) - 1u), k2 = (int32_t)(((uint32_t)1 << -p->s2) - 1u);
         const int32_t ko = (int32_t)(((uint32_t)1 << -p->so) - 1u);
         const __m256i mk1 = _mm256_set1_epi32(k1), h1 = _mm256_set1_epi32(k1 >> 1);
@@ -601,10 +634,10 @@ EDGEC_Q8_FN void edgec_q8_add(const edgec_q_add_params* p, const int8_t* a, cons
                 const __m128i ha = h ? _mm_srli_si128(va, 8) : va, hb = h ? _mm_srli_si128(vb, 8) : vb;
                 const __m256i xa = _mm256_sll_epi32(_mm256_add_epi32(_mm256_cvtepi8_epi32(ha), o1), ls);
                 const __m256i xb = _mm256_sll_epi32(_mm256_add_epi32(_mm256_cvtepi8_epi32(hb), o2), ls);
-                const __m256i sa = edgec_q8_rdbpot8(edgec_q8_srdhm8(xa, m1), e1, mk1, h1);
-                const __m256i sb = edgec_q8_rdbpot8(edgec_q8_srdhm8(xb, m2), e2, mk2, h2);
+                const __m256i sa = edgec_q8_rdbpot8(edgec_q8_srdhm8(xa, m1, m1), e1, mk1, h1);
+                const __m256i sb = edgec_q8_rdbpot8(edgec_q8_srdhm8(xb, m2, m2), e2, mk2, h2);
                 const __m256i raw = p->sub ? _mm256_sub_epi32(sa, sb) : _mm256_add_epi32(sa, sb);
-                const __m256i v = _mm256_add_epi32(edgec_q8_rdbpot8(edgec_q8_srdhm8(raw, mo), eo, mko, ho), oo);
+                const __m256i v = _mm256_add_epi32(edgec_q8_rdbpot8(edgec_q8_srdhm8(raw, mo, mo), eo, mko, ho), oo);
                 r[h] = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
             }
             const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(r[0], r[1]), 0xD8); /* 0-7 | 8-15 */

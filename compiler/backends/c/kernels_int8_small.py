@@ -122,64 +122,6 @@ static inline void edgec_q8_cv_pack(const edgec_q_conv_params* p, const int8_t* 
 }
 
 #if EDGEC_Q8_AVX2
-/* 8 lanes of clamp(RoundingDivideByPOT(SRDHM(x, m), e) + zy) with per-lane m (mo: m >> 32), e, mask = 2^e - 1,
-   half = mask >> 1 (the branch-free double-rounding case, as edgec_q8_rq8 with one parameter set). */
-static inline __m256i edgec_q8_rq8_lanes(__m256i x, __m256i m, __m256i mo, __m256i e, __m256i mask, __m256i half,
-                                         __m256i zy, __m256i lo, __m256i hi)
-{
-    const __m256i rnd = _mm256_set1_epi64x((int64_t)1 << 30);
-    const __m256i pe = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, m), rnd), 31);
-    const __m256i po = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), mo), rnd), 31);
-    const __m256i s = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
-    const __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(s, mask), _mm256_sub_epi32(half, _mm256_srai_epi32(s, 31)));
-    const __m256i v = _mm256_add_epi32(_mm256_sub_epi32(_mm256_srav_epi32(s, e), up), zy);
-    return _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
-}
-/* The tie-free parameters (edgec_q8_rq8_lanes_tf) of 8 lanes whose shifts are e8[0..8) (each in [1, 31]). */
-static inline void edgec_q8_tf_lanes(const int32_t* e8, __m256i* ke, __m256i* ko, __m256i* ce, __m256i* co)
-{
-    int64_t k[2][4], c[2][4];
-    for (int i = 0; i < 4; ++i) {
-        k[0][i] = ((int64_t)1 << 30) + ((int64_t)1 << (30 + e8[2 * i]));
-        k[1][i] = ((int64_t)1 << 30) + ((int64_t)1 << (30 + e8[2 * i + 1]));
-        c[0][i] = 31 + e8[2 * i];
-        c[1][i] = e8[2 * i + 1] - 1;
-    }
-    *ke = _mm256_loadu_si256((const __m256i*)(const void*)k[0]);
-    *ko = _mm256_loadu_si256((const __m256i*)(const void*)k[1]);
-    *ce = _mm256_loadu_si256((const __m256i*)(const void*)c[0]);
-    *co = _mm256_loadu_si256((const __m256i*)(const void*)c[1]);
-}
-/* Single rounding of 8 lanes with per-lane parameters (edgec_q8_single8u's): m (mo = m >> 32), ke/ko =
-   2^(30+e) + 2^62 and ce/co = 31 + e of the even/odd lanes' channels, zv = the output zero point less
-   2^(31-e) per lane. */
-static inline __m256i edgec_q8_rq8_lanes_single(__m256i x, __m256i m, __m256i mo, __m256i ke, __m256i ko, __m256i ce,
-                                                __m256i co, __m256i zv, __m256i lo, __m256i hi)
-{
-    const __m256i pe = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, m), ke), ce);
-    const __m256i po = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), mo), ko), co);
-    const __m256i v = _mm256_add_epi32(_mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA), zv);
-    return _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
-}
-/* The single-rounding parameters of 8 lanes whose shifts are e8[0..8) (each in [0, 31]). */
-static inline void edgec_q8_sg_lanes(const int32_t* e8, int32_t zy, __m256i* ke, __m256i* ko, __m256i* ce,
-                                     __m256i* co, __m256i* zv)
-{
-    int64_t k[2][4], c[2][4];
-    int32_t z[8];
-    for (int i = 0; i < 4; ++i) {
-        k[0][i] = ((int64_t)1 << (30 + e8[2 * i])) + ((int64_t)1 << 62);
-        k[1][i] = ((int64_t)1 << (30 + e8[2 * i + 1])) + ((int64_t)1 << 62);
-        c[0][i] = 31 + e8[2 * i];
-        c[1][i] = 31 + e8[2 * i + 1];
-    }
-    for (int j = 0; j < 8; ++j) z[j] = (int32_t)((uint32_t)zy - ((uint32_t)1 << (31 - e8[j])));
-    *ke = _mm256_loadu_si256((const __m256i*)(const void*)k[0]);
-    *ko = _mm256_loadu_si256((const __m256i*)(const void*)k[1]);
-    *ce = _mm256_loadu_si256((const __m256i*)(const void*)c[0]);
-    *co = _mm256_loadu_si256((const __m256i*)(const void*)c[1]);
-    *zv = _mm256_loadu_si256((const __m256i*)(const void*)z);
-}
 /* The 16 int8 of two vectors of 8 int32 (already in [-128, 127]), in order. */
 static inline __m128i edgec_q8_pack16(__m256i a, __m256i b)
 {
@@ -217,25 +159,12 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
 #if EDGEC_Q8_AVX2
             int tf = fast && tiefree;
             for (long r = 0; r < EDGEC_Q8_MC; ++r) tf = tf && ev[r] >= 1;
-            __m256i vm[2], vmo[2], ve[2], vmask[2], vhalf[2], tke[2], tko[2], tce[2], tco[2], szv[2];
-            for (int h = 0; h < 2; ++h) {
-                if (tf) edgec_q8_tf_lanes(ev + 8 * h, tke + h, tko + h, tce + h, tco + h);
-                if (sg) edgec_q8_sg_lanes(ev + 8 * h, zy, tke + h, tko + h, tce + h, tco + h, szv + h);
-                int32_t mk[8];
-                for (int r = 0; r < 8; ++r) mk[r] = fast ? (int32_t)(((uint32_t)1 << ev[8 * h + r]) - 1u) : 0;
-                vm[h] = _mm256_loadu_si256((const __m256i*)(const void*)(mv + 8 * h));
-                vmo[h] = _mm256_srli_epi64(vm[h], 32);
-                ve[h] = fast ? _mm256_loadu_si256((const __m256i*)(const void*)(ev + 8 * h)) : _mm256_setzero_si256();
-                vmask[h] = _mm256_loadu_si256((const __m256i*)(const void*)mk);
-                vhalf[h] = _mm256_srai_epi32(vmask[h], 1);
-            }
-            const __m256i vzy = _mm256_set1_epi32(zy), vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
+            edgec_q8_rqv rv[2]; /* channels 0-7 and 8-15 */
+            if (fast || sg)
+                for (int h = 0; h < 2; ++h) rv[h] = edgec_q8_rqv_make(mv + 8 * h, ev + 8 * h, sg ? 2 : tf, zy, lo, hi);
             const __m256i b0 = _mm256_loadu_si256((const __m256i*)(const void*)b);
             const __m256i b1 = _mm256_loadu_si256((const __m256i*)(const void*)(b + 8));
-#define EDGEC_Q8_RQ(a, h) \
-    (sg ? edgec_q8_rq8_lanes_single(a, vm[h], vmo[h], tke[h], tko[h], tce[h], tco[h], szv[h], vlo, vhi) \
-        : tf ? edgec_q8_rq8_lanes_tf(a, vm[h], vmo[h], tke[h], tko[h], tce[h], tco[h], vzy, vlo, vhi) \
-             : edgec_q8_rq8_lanes(a, vm[h], vmo[h], ve[h], vmask[h], vhalf[h], vzy, vlo, vhi))
+#define EDGEC_Q8_RQ(a, h) edgec_q8_rqv8(a, &rv[h])
             long j0 = 0;
             for (; P - j0 >= 3; j0 += EDGEC_Q8_PT) { /* tiles of 4 pixels (the last may hold 3) */
                 const int16_t* restrict x0 = xp + 2 * j0;
@@ -425,27 +354,20 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                 ob[tp] = (tb / KW * dh * Wp + tb % KW * dw) * 16;
             }
             const int16_t* restrict wb = wq + (c0 / 16) * ((T + 1) / 2) * 32;
-            int32_t bl[16], ml[16], el[16], kl[16];
+            int32_t bl[16], ml[16], el[16]; /* in lane order */
             for (int l = 0; l < 16; ++l) {
                 bl[l] = b[edgec_q8_dw_lane[l]];
                 ml[l] = mv[edgec_q8_dw_lane[l]];
-                el[l] = fast || sg ? ev[edgec_q8_dw_lane[l]] : 0;
-                kl[l] = fast ? (int32_t)(((uint32_t)1 << el[l]) - 1u) : 0;
+                el[l] = ev[edgec_q8_dw_lane[l]];
             }
             int tf = fast && tiefree;
             for (int l = 0; l < 16; ++l) tf = tf && el[l] >= 1;
-            __m256i vb[2], vm[2], vmo[2], ve[2], vmask[2], vhalf[2], tke[2], tko[2], tce[2], tco[2], szv[2];
+            __m256i vb[2];
+            edgec_q8_rqv rv[2];
             for (int h = 0; h < 2; ++h) {
-                if (tf) edgec_q8_tf_lanes(el + 8 * h, tke + h, tko + h, tce + h, tco + h);
-                if (sg) edgec_q8_sg_lanes(el + 8 * h, zy, tke + h, tko + h, tce + h, tco + h, szv + h);
                 vb[h] = _mm256_loadu_si256((const __m256i*)(const void*)(bl + 8 * h));
-                vm[h] = _mm256_loadu_si256((const __m256i*)(const void*)(ml + 8 * h));
-                vmo[h] = _mm256_srli_epi64(vm[h], 32);
-                ve[h] = _mm256_loadu_si256((const __m256i*)(const void*)(el + 8 * h));
-                vmask[h] = _mm256_loadu_si256((const __m256i*)(const void*)(kl + 8 * h));
-                vhalf[h] = _mm256_srai_epi32(vmask[h], 1);
+                if (fast || sg) rv[h] = edgec_q8_rqv_make(ml + 8 * h, el + 8 * h, sg ? 2 : tf, zy, lo, hi);
             }
-            const __m256i vzy = _mm256_set1_epi32(zy), vlo = _mm256_set1_epi32(lo), vhi = _mm256_set1_epi32(hi);
             long oh = 0, ow = 0; /* the next pixel's row and column */
             for (long j0 = 0; j0 < P; j0 += 4) {
                 const long nj = P - j0 < 4 ? P - j0 : 4;
@@ -471,18 +393,8 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                         _mm256_storeu_si256((__m256i*)(void*)(t[j] + 8), ah);
                         continue;
                     }
-                    if (sg) {
-                        al = edgec_q8_rq8_lanes_single(al, vm[0], vmo[0], tke[0], tko[0], tce[0], tco[0], szv[0], vlo,
-                                                       vhi);
-                        ah = edgec_q8_rq8_lanes_single(ah, vm[1], vmo[1], tke[1], tko[1], tce[1], tco[1], szv[1], vlo,
-                                                       vhi);
-                    } else if (tf) {
-                        al = edgec_q8_rq8_lanes_tf(al, vm[0], vmo[0], tke[0], tko[0], tce[0], tco[0], vzy, vlo, vhi);
-                        ah = edgec_q8_rq8_lanes_tf(ah, vm[1], vmo[1], tke[1], tko[1], tce[1], tco[1], vzy, vlo, vhi);
-                    } else {
-                        al = edgec_q8_rq8_lanes(al, vm[0], vmo[0], ve[0], vmask[0], vhalf[0], vzy, vlo, vhi);
-                        ah = edgec_q8_rq8_lanes(ah, vm[1], vmo[1], ve[1], vmask[1], vhalf[1], vzy, vlo, vhi);
-                    }
+                    al = edgec_q8_rqv8(al, &rv[0]);
+                    ah = edgec_q8_rqv8(ah, &rv[1]);
                     const __m256i w16 = _mm256_packs_epi32(al, ah); /* channels 0-7 | 8-15 as int16 */
                     q[j] = _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
                 }
