@@ -90,6 +90,18 @@ typedef struct {
     int mode;
 } edgec_q8_rqv;
 
+/* The per-lane constants of a lane with shift e (h: 0 for an even lane, 1 for an odd one). */
+static inline int32_t edgec_q8_rqv_mask(int mode, int e) { return mode == 0 ? (int32_t)(((uint32_t)1 << e) - 1u) : 0; }
+static inline int32_t edgec_q8_rqv_zy(int mode, int e, int32_t zy)
+{
+    return mode == 2 ? (int32_t)((uint32_t)zy - ((uint32_t)1 << (31 - e))) : zy;
+}
+static inline int64_t edgec_q8_rqv_k(int mode, int e)
+{
+    return mode == 1 ? ((int64_t)1 << 30) + ((int64_t)1 << (30 + e))
+           : mode == 2 ? ((int64_t)1 << (30 + e)) + ((int64_t)1 << 62) : 0;
+}
+static inline int64_t edgec_q8_rqv_count(int mode, int e, int h) { return mode == 1 && h ? e - 1 : 31 + e; }
 /* m8, e8: M0 and e = -shift of the 8 lanes (e in [0, 31]; [1, 31] for mode 1; M0 > 0 for modes 0 and 1). */
 EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_make(const int32_t* m8, const int32_t* e8, int mode, int32_t zy, int32_t lo,
                                              int32_t hi)
@@ -98,15 +110,13 @@ EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_make(const int32_t* m8, const int32_t*
     int32_t mk[8], z[8];
     int64_t k[2][4], c[2][4];
     for (int j = 0; j < 8; ++j) {
-        mk[j] = mode == 0 ? (int32_t)(((uint32_t)1 << e8[j]) - 1u) : 0;
-        z[j] = mode == 2 ? (int32_t)((uint32_t)zy - ((uint32_t)1 << (31 - e8[j]))) : zy;
+        mk[j] = edgec_q8_rqv_mask(mode, e8[j]);
+        z[j] = edgec_q8_rqv_zy(mode, e8[j], zy);
     }
     for (int i = 0; i < 4; ++i)
         for (int h = 0; h < 2; ++h) { /* h = 0: lane 2i, 1: lane 2i + 1 */
-            const int e = e8[2 * i + h];
-            k[h][i] = mode == 1 ? ((int64_t)1 << 30) + ((int64_t)1 << (30 + e))
-                      : mode == 2 ? ((int64_t)1 << (30 + e)) + ((int64_t)1 << 62) : 0;
-            c[h][i] = mode == 1 && h ? e - 1 : 31 + e;
+            k[h][i] = edgec_q8_rqv_k(mode, e8[2 * i + h]);
+            c[h][i] = edgec_q8_rqv_count(mode, e8[2 * i + h], h);
         }
 #define EDGEC_Q8_LD(a) _mm256_loadu_si256((const __m256i*)(const void*)(a))
     v.m = EDGEC_Q8_LD(m8);
@@ -120,6 +130,23 @@ EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_make(const int32_t* m8, const int32_t*
     v.co = EDGEC_Q8_LD(c[1]);
     v.zy = EDGEC_Q8_LD(z);
 #undef EDGEC_Q8_LD
+    v.lo = _mm256_set1_epi32(lo);
+    v.hi = _mm256_set1_epi32(hi);
+    v.mode = mode;
+    return v;
+}
+/* The same with one M0 and e for all lanes (one channel), from broadcasts. */
+EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_set1(int32_t m0, int e, int mode, int32_t zy, int32_t lo, int32_t hi)
+{
+    edgec_q8_rqv v;
+    v.m = v.mo = _mm256_set1_epi32(m0);
+    v.e = _mm256_set1_epi32(e);
+    v.mask = _mm256_set1_epi32(edgec_q8_rqv_mask(mode, e));
+    v.half = _mm256_srai_epi32(v.mask, 1);
+    v.ke = v.ko = _mm256_set1_epi64x(edgec_q8_rqv_k(mode, e));
+    v.ce = _mm256_set1_epi64x(edgec_q8_rqv_count(mode, e, 0));
+    v.co = _mm256_set1_epi64x(edgec_q8_rqv_count(mode, e, 1));
+    v.zy = _mm256_set1_epi32(edgec_q8_rqv_zy(mode, e, zy));
     v.lo = _mm256_set1_epi32(lo);
     v.hi = _mm256_set1_epi32(hi);
     v.mode = mode;
@@ -184,14 +211,7 @@ static inline edgec_q8_rq edgec_q8_rq_make(int32_t b, int32_t m0, int32_t s0, in
     r.fast = s0 <= 0 && s0 >= -31 && (single || m0 > 0);
 #if EDGEC_Q8_AVX2
     r.vb = _mm256_set1_epi32(b);
-    if (r.fast) {
-        int32_t m8[8], e8[8];
-        for (int j = 0; j < 8; ++j) {
-            m8[j] = m0;
-            e8[j] = -s0;
-        }
-        r.v = edgec_q8_rqv_make(m8, e8, single ? 2 : tiefree && s0 <= -1 ? 1 : 0, zy, lo, hi);
-    }
+    if (r.fast) r.v = edgec_q8_rqv_set1(m0, -s0, single ? 2 : tiefree && s0 <= -1 ? 1 : 0, zy, lo, hi);
 #else
     (void)tiefree;
 #endif
