@@ -97,13 +97,15 @@ def test_pack_weights_lanes_layout() -> None:
 
 
 def test_pack_dw_lanes_layout() -> None:
-    """Block q, tap pair tp, lane l: taps (2tp, 2tp + 1) of channel 16q + DW_LANE[l]; padding 0."""
-    w = RNG.integers(-128, 128, (19, 1, 3, 3)).astype(np.int8)
-    a = pack_dw_lanes(w).reshape(2, 5, 16, 2)
+    """Block q, row kh, pair k2, lane l: taps (kh, 2k2) and (kh, 2k2 + 1) of channel 16q + DW_LANE[l]; padding 0."""
+    w = RNG.integers(-128, 128, (19, 1, 3, 5)).astype(np.int8)
+    a = pack_dw_lanes(w).reshape(2, 3, 3, 16, 2)
     for c in range(32):
-        for t in range(10):
-            lane = int(np.where(DW_LANE == c % 16)[0][0])
-            assert a[c // 16, t // 2, lane, t % 2] == (int(w[c].reshape(-1)[t]) if c < 19 and t < 9 else 0)
+        lane = int(np.where(DW_LANE == c % 16)[0][0])
+        for kh in range(3):
+            for kw in range(6):
+                want = int(w[c, 0, kh, kw]) if c < 19 and kw < 5 else 0
+                assert a[c // 16, kh, kw // 2, lane, kw % 2] == want
 
 
 def test_small_planes_only() -> None:

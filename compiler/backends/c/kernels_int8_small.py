@@ -10,8 +10,10 @@ packing costs as much as the arithmetic. Here the lanes hold 16 output channels:
   16 x 4 tile (channels x pixels) of int32 accumulators, started from the bias, takes one ``vpmaddwd`` per
   8 channels, pixel and k pair; the last 1-2 pixels run one at a time.
 * ``edgec_q8_dw_cv`` (depthwise, any window up to 25 taps): each block of 16 planes is transposed once into
-  ``[Hp][Wp][16]`` int16 with zero-point borders; a pair of taps is one ``vpunpckl/hwd`` and one
-  ``vpmaddwd`` with the pair's weights, packed at compile time in the unpack's lane order.
+  ``[Hp][Wb][16]`` int16 with zero-point borders and paired along the rows (each pixel next to the one a
+  dilation to its right, in ``vpunpckl/hwd`` lane order), so that two taps of a window row are one load and
+  one ``vpmaddwd`` with the pair's weights (packed at compile time in the same order); a tile of 4 pixels
+  shares each weight pair.
 
 Both requantize the channel vectors with per-lane multipliers and shifts (``vpsravd``) and transpose 4
 pixels x 16 channels so that every channel stores its 4 pixels at once. A block whose requantization is
@@ -271,25 +273,30 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
 static const int edgec_q8_dw_lane[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
 
 /* Depthwise convolution (one input channel per output channel, any window, stride and dilation) with 16
-   channels on the lanes: each block of 16 input planes is transposed once into buf ([Hp][Wp][16] int16, the
-   borders the input zero point, written once per call), a pair of taps (a, b) is one vpunpckl/hwd of the two
-   taps' channel vectors and one vpmaddwd with the pair's interleaved weights, and 4 output pixels of the 16
-   channels are requantized and stored as in edgec_q8_conv_cv. */
+   channels on the lanes: each block of 16 input planes is transposed once into buf ([Hp][Wb][16] int16, the
+   borders the input zero point, written once per call) and then paired along the rows into pb ([Hp][Wp][32]:
+   pixel (i, j) holds the channels of (i, j) and (i, j + dw) interleaved, in vpunpckl/hwd order), so that
+   taps (kh, 2k2) and (kh, 2k2 + 1) of a pixel are one load and one vpmaddwd per 8 channels with the pair's
+   weights (packed at compile time as [KH][ceil(KW/2)][16][2], weight 0 for an odd row's last tap). A tile of
+   4 output pixels shares each pair's weights; the 16 channels are requantized and stored as in
+   edgec_q8_conv_cv. */
 EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* restrict x, const int16_t* restrict wq,
                                const int32_t* restrict bias, const int32_t* restrict mult,
                                const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict buf, int tiefree)
 {
-    const long C = p->c, H = p->h, W = p->w, OH = p->oh, OW = p->ow, KH = p->kh, KW = p->kw, T = KH * KW;
+    const long C = p->c, H = p->h, W = p->w, OH = p->oh, OW = p->ow, KH = p->kh, KW = p->kw;
     (void)tiefree; /* the AVX2 path's */
     const long sh = p->sh, sw = p->sw, dh = p->dh, dw = p->dw, P = OH * OW;
     const int32_t zy = p->y_zp, lo = p->qmin, hi = p->qmax, pc = p->per_channel, single = p->single;
 #if EDGEC_Q8_AVX2
     const long Hp = (OH - 1) * sh + (KH - 1) * dh + 1, Wp = (OW - 1) * sw + (KW - 1) * dw + 1;
     const long ihe = H < Hp - p->ph ? H : Hp - p->ph, iwe = W < Wp - p->pw ? W : Wp - p->pw;
+    const long Wb = Wp + dw, KW2 = (KW + 1) / 2; /* an odd row's last pair reads dw columns past the reach */
     const int16_t zx = (int16_t)p->x_zp;
+    int16_t* restrict pb = buf + Hp * Wb * 16;
     int8_t zrow[8];
     for (int i = 0; i < 8; ++i) zrow[i] = (int8_t)zx;
-    for (long i = 0; i < Hp * Wp * 16; ++i) buf[i] = zx; /* the borders, once */
+    for (long i = 0; i < Hp * Wb * 16; ++i) buf[i] = zx; /* the borders, once */
 #endif
     for (long n = 0; n < p->n; ++n) {
         for (long c0 = 0; c0 < C; c0 += 16) {
@@ -332,7 +339,7 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                 }
                 for (int i = 0; i < 8; ++i) { /* pixels outside the window reach (ihe x iwe) are not needed */
                     if (ih0 < ihe && iw0 < iwe)
-                        _mm256_storeu_si256((__m256i*)(void*)(buf + ((ih0 + p->ph) * Wp + iw0 + p->pw) * 16),
+                        _mm256_storeu_si256((__m256i*)(void*)(buf + ((ih0 + p->ph) * Wb + iw0 + p->pw) * 16),
                                             _mm256_cvtepi8_epi16(px[i]));
                     if (++iw0 == W) {
                         iw0 = 0;
@@ -344,16 +351,17 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                 const long ih = f / W, iw = f % W;
                 if (ih < ihe && iw < iwe)
                     for (long r = 0; r < 16; ++r)
-                        buf[((ih + p->ph) * Wp + iw + p->pw) * 16 + r] = xr[r] ? xr[r][f] : zx;
+                        buf[((ih + p->ph) * Wb + iw + p->pw) * 16 + r] = xr[r] ? xr[r][f] : zx;
             }
-            /* per pair of taps: the two taps' offsets in buf (the weights come packed in lane order) */
-            long oa[13], ob[13];
-            for (long tp = 0; 2 * tp < T; ++tp) {
-                const long ta = 2 * tp, tb = 2 * tp + 1 < T ? 2 * tp + 1 : 2 * tp;
-                oa[tp] = (ta / KW * dh * Wp + ta % KW * dw) * 16;
-                ob[tp] = (tb / KW * dh * Wp + tb % KW * dw) * 16;
-            }
-            const int16_t* restrict wb = wq + (c0 / 16) * ((T + 1) / 2) * 32;
+            for (long i = 0; i < Hp; ++i) /* the row pairs */
+                for (long j = 0; j < Wp; ++j) {
+                    const int16_t* restrict s = buf + (i * Wb + j) * 16;
+                    const __m256i a = _mm256_loadu_si256((const __m256i*)(const void*)s);
+                    const __m256i e = _mm256_loadu_si256((const __m256i*)(const void*)(s + 16 * dw));
+                    _mm256_storeu_si256((__m256i*)(void*)(pb + (i * Wp + j) * 32), _mm256_unpacklo_epi16(a, e));
+                    _mm256_storeu_si256((__m256i*)(void*)(pb + (i * Wp + j) * 32 + 16), _mm256_unpackhi_epi16(a, e));
+                }
+            const int16_t* restrict wb = wq + (c0 / 16) * KH * KW2 * 32;
             int32_t bl[16], ml[16], el[16]; /* in lane order */
             for (int l = 0; l < 16; ++l) {
                 bl[l] = b[edgec_q8_dw_lane[l]];
@@ -373,29 +381,40 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                 const long nj = P - j0 < 4 ? P - j0 : 4;
                 __m128i q[4];
                 int32_t t[4][16];
+                const int16_t* o[4]; /* the tile's pixels (past the plane: pixel j0 + nj - 1 again) */
                 for (long j = 0; j < 4; ++j) {
-                    const int16_t* restrict o = buf + (oh * sh * Wp + ow * sw) * 16;
-                    if (j + 1 < nj && ++ow == OW) { /* past the plane: pixel j0 + nj - 1 again */
+                    o[j] = pb + (oh * sh * Wp + ow * sw) * 32;
+                    if (j + 1 < nj && ++ow == OW) {
                         ow = 0;
                         ++oh;
                     }
-                    __m256i al = vb[0], ah = vb[1];
-                    for (long tp = 0; 2 * tp < T; ++tp) {
-                        const __m256i xa = _mm256_loadu_si256((const __m256i*)(const void*)(o + oa[tp]));
-                        const __m256i xb = _mm256_loadu_si256((const __m256i*)(const void*)(o + ob[tp]));
-                        const __m256i wl = _mm256_loadu_si256((const __m256i*)(const void*)(wb + 32 * tp));
-                        const __m256i wh = _mm256_loadu_si256((const __m256i*)(const void*)(wb + 32 * tp + 16));
-                        al = _mm256_add_epi32(al, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), wl));
-                        ah = _mm256_add_epi32(ah, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), wh));
+                }
+                /* the 8 accumulators as named variables: arrays indexed in a loop stay on the stack */
+                __m256i a0 = vb[0], a1 = vb[0], a2 = vb[0], a3 = vb[0], h0 = vb[1], h1 = vb[1], h2 = vb[1], h3 = vb[1];
+                for (long kh = 0; kh < KH; ++kh)
+                    for (long k2 = 0; k2 < KW2; ++k2) {
+                        const long off = (kh * dh * Wp + 2 * k2 * dw) * 32;
+                        const int16_t* restrict wt = wb + (kh * KW2 + k2) * 32;
+                        const __m256i wl = _mm256_loadu_si256((const __m256i*)(const void*)wt);
+                        const __m256i wh = _mm256_loadu_si256((const __m256i*)(const void*)(wt + 16));
+#define EDGEC_Q8_DWP(j, al, ah)                                                                                    \
+    al = _mm256_add_epi32(al, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(const void*)(o[j] + off)), wl)); \
+    ah = _mm256_add_epi32(ah, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)(const void*)(o[j] + off + 16)), wh))
+                        EDGEC_Q8_DWP(0, a0, h0);
+                        EDGEC_Q8_DWP(1, a1, h1);
+                        EDGEC_Q8_DWP(2, a2, h2);
+                        EDGEC_Q8_DWP(3, a3, h3);
+#undef EDGEC_Q8_DWP
                     }
+                const __m256i al[4] = {a0, a1, a2, a3}, ah[4] = {h0, h1, h2, h3};
+                for (long j = 0; j < 4; ++j) {
                     if (!fast && !sg) {
-                        _mm256_storeu_si256((__m256i*)(void*)t[j], al);
-                        _mm256_storeu_si256((__m256i*)(void*)(t[j] + 8), ah);
+                        _mm256_storeu_si256((__m256i*)(void*)t[j], al[j]);
+                        _mm256_storeu_si256((__m256i*)(void*)(t[j] + 8), ah[j]);
                         continue;
                     }
-                    al = edgec_q8_rqv8(al, &rv[0]);
-                    ah = edgec_q8_rqv8(ah, &rv[1]);
-                    const __m256i w16 = _mm256_packs_epi32(al, ah); /* channels 0-7 | 8-15 as int16 */
+                    const __m256i w16 = _mm256_packs_epi32(edgec_q8_rqv8(al[j], &rv[0]), edgec_q8_rqv8(ah[j], &rv[1]));
+                    /* channels 0-7 | 8-15 as int16 */
                     q[j] = _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
                 }
                 if (nj == 4 && ++ow == OW) { /* pixel j0 + 4 */
@@ -432,9 +451,10 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                 const int8_t* restrict xc = x + (n * C + c) * H * W;
                 for (long j = 0; j < P; ++j) {
                     int32_t acc = b[r];
-                    for (long t = 0; t < T; ++t) {
+                    for (long t = 0; t < KH * KW; ++t) {
                         const long ih = j / OW * sh - p->ph + t / KW * dh, iw = j % OW * sw - p->pw + t % KW * dw;
-                        acc += wq[(c / 16) * ((T + 1) / 2) * 32 + t / 2 * 32 + 2 * edgec_q8_dw_lane[c % 16] + t % 2] *
+                        acc += wq[((c / 16 * KH + t / KW) * ((KW + 1) / 2) + t % KW / 2) * 32 +
+                                  2 * edgec_q8_dw_lane[c % 16] + t % KW % 2] *
                                ((ih >= 0 && ih < H && iw >= 0 && iw < W) ? xc[ih * W + iw] : p->x_zp);
                     }
                     y[(n * C + c) * P + j] = edgec_q_requant1(acc, mv[r], -ev[r], zy, lo, hi, single);
@@ -504,15 +524,15 @@ def small_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.No
 
 #: Largest output plane of the channel-lane depthwise kernel (larger planes: the plane-wise edgec_q8_dw3x3).
 DW_MAX_PIXELS = 256
-#: Most taps of its window (the pairs of taps live in registers and a fixed array).
+#: Most taps of its window (the largest measured: 5x5).
 DW_MAX_TAPS = 25
 
 
 def _dw_lanes_scratch(f: Dict[str, int]) -> int:
-    """Bytes of the transposed padded block of 16 planes (the same sizes as the C)."""
+    """Bytes of the transposed padded block of 16 planes and of its row pairs (the same sizes as the C)."""
     hp = (f["oh"] - 1) * f["sh"] + (f["kh"] - 1) * f["dh"] + 1
     wp = (f["ow"] - 1) * f["sw"] + (f["kw"] - 1) * f["dw"] + 1
-    return 2 * 16 * hp * wp
+    return 2 * 16 * hp * (wp + f["dw"]) + 2 * 32 * hp * wp
 
 
 def dw_lanes_pays(f: Dict[str, int]) -> bool:
@@ -526,14 +546,15 @@ DW_LANE = np.array([0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15])
 
 
 def pack_dw_lanes(w: np.ndarray) -> np.ndarray:
-    """[C, 1, KH, KW] int8 -> ``[ceil(C/16)][ceil(T/2)][16][2]`` int16 (T = KH*KW): block q, pair tp, lane l
-    holds taps (2tp, 2tp + 1) of channel ``16q + DW_LANE[l]`` (zero-padded channels and the odd tap)."""
-    c, t = int(w.shape[0]), int(np.prod(w.shape[1:]))
-    cp, t2 = -(-c // 16) * 16, -(-t // 2)
-    a = np.zeros((cp, 2 * t2), np.int16)
-    a[:c, :t] = np.asarray(w, np.int64).reshape(c, t)
-    a = a.reshape(cp // 16, 16, t2, 2)[:, DW_LANE]
-    return np.ascontiguousarray(a.transpose(0, 2, 1, 3).reshape(-1))
+    """[C, 1, KH, KW] int8 -> ``[ceil(C/16)][KH][ceil(KW/2)][16][2]`` int16: block q, row kh, pair k2, lane l
+    holds taps (kh, 2k2) and (kh, 2k2 + 1) of channel ``16q + DW_LANE[l]`` (zero-padded channels and an odd
+    row's last tap)."""
+    c, kh, kw = int(w.shape[0]), int(w.shape[2]), int(w.shape[3])
+    cp, kw2 = -(-c // 16) * 16, -(-kw // 2)
+    a = np.zeros((cp, kh, 2 * kw2), np.int16)
+    a[:c, :, :kw] = np.asarray(w, np.int64).reshape(c, kh, kw)
+    a = a.reshape(cp // 16, 16, kh, kw2, 2)[:, DW_LANE]
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1, 4).reshape(-1))
 
 
 def small_depthwise(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.NodeCode]:
