@@ -123,6 +123,24 @@ static inline void edgec_q8_cv_pack(const edgec_q_conv_params* p, const int8_t* 
     }
 }
 
+/* The requantization parameters of the block of 16 channels [c0, c0 + nc) (the first repeated past nc): bias b,
+   M0 mv and e = -shift ev; *fast: double rounding on vectors, *sg: single rounding on vectors. */
+static inline void edgec_q8_block_params(long c0, long nc, const int32_t* restrict bias, const int32_t* restrict mult,
+                                         const int32_t* restrict shift, int32_t pc, int32_t single, int32_t* b,
+                                         int32_t* mv, int32_t* ev, int* fast, int* sg)
+{
+    *fast = !single;
+    *sg = single;
+    for (long r = 0; r < 16; ++r) {
+        const long c = c0 + (r < nc ? r : 0), k = pc ? c : 0;
+        b[r] = bias[c];
+        mv[r] = mult[k];
+        ev[r] = -shift[k];
+        *fast = *fast && mult[k] > 0 && shift[k] <= 0 && shift[k] >= -31;
+        *sg = *sg && shift[k] <= 0 && shift[k] >= -31;
+    }
+}
+
 #if EDGEC_Q8_AVX2
 /* The 16 int8 of two vectors of 8 int32 (already in [-128, 127]), in order. */
 static inline __m128i edgec_q8_pack16(__m256i a, __m256i b)
@@ -149,15 +167,8 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
             const long mc = M - m0 < EDGEC_Q8_MC ? M - m0 : EDGEC_Q8_MC;
             const int8_t* restrict ap = wp + 2 * EDGEC_Q8_MC * K2 * (m0 / EDGEC_Q8_MC);
             int32_t b[EDGEC_Q8_MC], mv[EDGEC_Q8_MC], ev[EDGEC_Q8_MC];
-            int fast = !single, sg = single; /* sg: single rounding on vectors */
-            for (long r = 0; r < EDGEC_Q8_MC; ++r) {
-                const long m = m0 + (r < mc ? r : 0), c = pc ? m : 0;
-                b[r] = bias[m];
-                mv[r] = mult[c];
-                ev[r] = -shift[c];
-                fast = fast && mult[c] > 0 && shift[c] <= 0 && shift[c] >= -31;
-                sg = sg && shift[c] <= 0 && shift[c] >= -31;
-            }
+            int fast, sg;
+            edgec_q8_block_params(m0, mc, bias, mult, shift, pc, single, b, mv, ev, &fast, &sg);
 #if EDGEC_Q8_AVX2
             int tf = fast && tiefree;
             for (long r = 0; r < EDGEC_Q8_MC; ++r) tf = tf && ev[r] >= 1;
@@ -302,15 +313,8 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
         for (long c0 = 0; c0 < C; c0 += 16) {
             const long nc = C - c0 < 16 ? C - c0 : 16;
             int32_t b[16], mv[16], ev[16];
-            int fast = !single, sg = single; /* sg: single rounding on vectors */
-            for (long r = 0; r < 16; ++r) {
-                const long c = c0 + (r < nc ? r : 0), k = pc ? c : 0;
-                b[r] = bias[c];
-                mv[r] = mult[k];
-                ev[r] = -shift[k];
-                fast = fast && mult[k] > 0 && shift[k] <= 0 && shift[k] >= -31;
-                sg = sg && shift[k] <= 0 && shift[k] >= -31;
-            }
+            int fast, sg;
+            edgec_q8_block_params(c0, nc, bias, mult, shift, pc, single, b, mv, ev, &fast, &sg);
 #if EDGEC_Q8_AVX2
             const int8_t* xr[16]; /* the 16 input planes (the zero point's row past the last channel) */
             for (long r = 0; r < 16; ++r) xr[r] = r < nc ? x + (n * C + c0 + r) * H * W : 0;
