@@ -109,7 +109,7 @@ def _instrument(c_text: str, name: str) -> str:
     head = ("#define _POSIX_C_SOURCE 199309L\n#include <stdlib.h>\n#include <time.h>\n"
             f"#define EDGEC_PROF_LAYERS {n}\nstatic double edgec_prof_ns[EDGEC_PROF_LAYERS];\n"
             "static double edgec_prof_now(void)\n{\n    struct timespec t;\n"
-            "    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);\n"
+            "    clock_gettime(CLOCK_MONOTONIC, &t);\n"
             "    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;\n}\n")
     body = calls.sub(lambda m: (f"    {{ const double t0_ = edgec_prof_now(); {m.group(1)} "
                                 f"edgec_prof_ns[{m.group(2)}] += edgec_prof_now() - t0_; }}"), c_text)

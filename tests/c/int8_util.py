@@ -14,9 +14,11 @@ from edgec.passmanager import PassContext, PassManager, PassManagerOptions
 from edgec.quant.data import load_calibration
 
 
-def quantize_for_c(proto: onnx.ModelProto, cal: Dict[str, np.ndarray], per_channel: bool = True) -> Any:
+def quantize_for_c(proto: onnx.ModelProto, cal: Dict[str, np.ndarray], per_channel: bool = True,
+                   symmetric: bool = False) -> Any:
     """``-O2`` for the C target, then ``quantize{activations=int8}`` (per-tensor weights without
-    ``per_channel``) with ``cal`` as calibration data; the verifier runs after each pass."""
+    ``per_channel``; zero points 0 with ``symmetric``, so that a fused ReLU clamps below the int8 range) with
+    ``cal`` as calibration data; the verifier runs after each pass."""
     from edgec.api import optimize
 
     m = from_proto(proto)
@@ -25,7 +27,8 @@ def quantize_for_c(proto: onnx.ModelProto, cal: Dict[str, np.ndarray], per_chann
     np.savez(path, **cal)
     ctx = PassContext(resources={"calibration": load_calibration(str(path), m),
                                  "target": {"name": "c", "contrib_ops": False}})
-    opts = "activations=int8" + ("" if per_channel else ",per-channel=false")
+    opts = "activations=int8" + ("" if per_channel else ",per-channel=false") + (
+        ",symmetric-activations=true" if symmetric else "")
     PassManager.with_options("quantize{" + opts + "},dce", PassManagerOptions(verify_each=True), ctx=ctx).run(m)
     return m
 

@@ -83,10 +83,10 @@ _quantize = quantize_for_c
 
 
 @pytest.fixture(scope="module")
-def models() -> Dict[bool, Any]:
+def models() -> Dict[Any, Any]:
     proto = fast_net()
     cal = {"x": RNG.uniform(-1.0, 2.0, (8,) + SHAPE[1:]).astype(np.float32)}
-    return {pc: _quantize(proto, cal, pc) for pc in (True, False)}
+    return {**{pc: _quantize(proto, cal, pc) for pc in (True, False)}, "symmetric": _quantize(proto, cal, True, True)}
 
 
 def _samples() -> List[Dict[str, np.ndarray]]:
@@ -109,15 +109,20 @@ BUILDS = [("native", ["-march=native"], False), ("sanitized", ["-mavx2"] if AVX2
           ("portable", ["-DEDGEC_Q8_PORTABLE"], False)]
 
 
-@pytest.mark.parametrize("per_channel, rounding, place", [
-    (True, "double", None), (False, "double", None), (True, "single", None), (True, "double", "npu")])
-def test_fast_kernels_bit_exact(per_channel: bool, rounding: str, place: Any, models: Any, tmp_path: Path) -> None:
-    qdq = models[per_channel]
+@pytest.mark.parametrize("variant, rounding, place", [
+    (True, "double", None), (False, "double", None), (True, "single", None), (True, "double", "npu"),
+    ("symmetric", "double", None), ("symmetric", "single", None)])
+def test_fast_kernels_bit_exact(variant: Any, rounding: str, place: Any, models: Any, tmp_path: Path) -> None:
+    """``variant``: per-channel weights (True), per-tensor (False), or per-channel with symmetric activations
+    ("symmetric": the fused ReLUs clamp at the zero point 0, narrower than int8)."""
+    qdq = models[variant]
     placement = (lambda n: "npu") if place == "npu" else None  # default: inline CPU kernels (the fast ones)
     code, res = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", rounding=rounding,
                              placement=placement)
     assert not res.float_regions and not res.float_nodes, res.summary()
     src = code.files["model.c"]
+    if variant == "symmetric":
+        assert ".qmin = 0," in src
     if place is None:  # the fast kernels: 7 GEMMs (groups 1), the plane-wise depthwise 3x3 on 20x18, the
         # channel-lane one on the three smaller planes (kernels_int8_small), Add
         assert src.count("    edgec_q8_conv_gemm(&p,") == 7 and src.count("    edgec_q8_dw3x3(&p,") == 1

@@ -75,9 +75,10 @@ def small_net() -> onnx.ModelProto:
 
 
 @pytest.fixture(scope="module")
-def models() -> Dict[bool, Any]:
+def models() -> Dict[Any, Any]:
     cal = {"x": RNG.uniform(-1.0, 2.0, (8,) + SHAPE[1:]).astype(np.float32)}
-    return {pc: quantize_for_c(small_net(), cal, pc) for pc in (True, False)}
+    return {**{pc: quantize_for_c(small_net(), cal, pc) for pc in (True, False)},
+            "symmetric": quantize_for_c(small_net(), cal, True, True)}
 
 
 def _samples() -> List[Dict[str, np.ndarray]]:
@@ -121,12 +122,17 @@ BUILDS = [("native", ["-march=native"], False), ("sanitized", ["-mavx2"] if AVX2
           ("portable", ["-DEDGEC_Q8_PORTABLE"], False)]
 
 
-@pytest.mark.parametrize("per_channel, rounding", [(True, "double"), (False, "double"), (True, "single")])
-def test_small_plane_kernel_bit_exact(per_channel: bool, rounding: str, models: Any, tmp_path: Path) -> None:
-    qdq = models[per_channel]
+@pytest.mark.parametrize("variant, rounding", [(True, "double"), (False, "double"), (True, "single"),
+                                               ("symmetric", "double"), ("symmetric", "single")])
+def test_small_plane_kernel_bit_exact(variant: Any, rounding: str, models: Any, tmp_path: Path) -> None:
+    """``variant``: per-channel weights (True), per-tensor (False), or per-channel with symmetric activations
+    ("symmetric": the fused ReLUs clamp at the zero point 0, narrower than int8)."""
+    qdq = models[variant]
     code, res = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", rounding=rounding)
     assert not res.float_regions and not res.float_nodes, res.summary()
     src = code.files["model.c"]
+    if variant == "symmetric":
+        assert ".qmin = 0," in src
     assert src.count("    edgec_q8_conv_cv(&p,") == 7 and src.count("    edgec_q8_conv_gemm(&p,") == 2
     assert src.count("    edgec_q8_dw_cv(&p,") == 3
     write_c(code, str(tmp_path))

@@ -86,22 +86,29 @@ typedef struct {
     __m256i ke, ko, ce, co; /* tie-free: 2^30 + 2^(30+e), shift counts 31 + e (even) and e - 1 (odd: the result
                                lands in the high half); single: 2^(30+e) + 2^62 (so the 64-bit shift may be a
                                logical one), counts 31 + e */
-    __m256i zy, lo, hi;     /* single rounding: zy less the 2^(31-e) that 2^62 leaves in the result */
-    int mode;
+    __m256i fix;            /* single rounding: less the 2^(31-e) that 2^62 leaves in the result */
+    __m256i zy16;           /* the output zero point, int16 lanes: added after the first (saturating) pack */
+    __m128i lo8, hi8;       /* the clamp bounds, int8 lanes (only when narrower than int8: clamp) */
+    int mode, clamp;
 } edgec_q8_rqv;
 
 /* The per-lane constants of a lane with shift e (h: 0 for an even lane, 1 for an odd one). */
 static inline int32_t edgec_q8_rqv_mask(int mode, int e) { return mode == 0 ? (int32_t)(((uint32_t)1 << e) - 1u) : 0; }
-static inline int32_t edgec_q8_rqv_zy(int mode, int e, int32_t zy)
-{
-    return mode == 2 ? (int32_t)((uint32_t)zy - ((uint32_t)1 << (31 - e))) : zy;
-}
+static inline int32_t edgec_q8_rqv_fix(int mode, int e) { return mode == 2 ? (int32_t)(0u - ((uint32_t)1 << (31 - e))) : 0; }
 static inline int64_t edgec_q8_rqv_k(int mode, int e)
 {
     return mode == 1 ? ((int64_t)1 << 30) + ((int64_t)1 << (30 + e))
            : mode == 2 ? ((int64_t)1 << (30 + e)) + ((int64_t)1 << 62) : 0;
 }
 static inline int64_t edgec_q8_rqv_count(int mode, int e, int h) { return mode == 1 && h ? e - 1 : 31 + e; }
+/* The output stage: zy (int16 lanes), the clamp to [lo, hi] (within [-128, 127]; none when it is all of int8). */
+static inline void edgec_q8_rqv_out(edgec_q8_rqv* v, int32_t zy, int32_t lo, int32_t hi)
+{
+    v->zy16 = _mm256_set1_epi16((int16_t)zy);
+    v->lo8 = _mm_set1_epi8((char)lo);
+    v->hi8 = _mm_set1_epi8((char)hi);
+    v->clamp = lo > -128 || hi < 127;
+}
 /* m8, e8: M0 and e = -shift of the 8 lanes (e in [0, 31]; [1, 31] for mode 1; M0 > 0 for modes 0 and 1). */
 EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_make(const int32_t* m8, const int32_t* e8, int mode, int32_t zy, int32_t lo,
                                              int32_t hi)
@@ -111,7 +118,7 @@ EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_make(const int32_t* m8, const int32_t*
     int64_t k[2][4], c[2][4];
     for (int j = 0; j < 8; ++j) {
         mk[j] = edgec_q8_rqv_mask(mode, e8[j]);
-        z[j] = edgec_q8_rqv_zy(mode, e8[j], zy);
+        z[j] = edgec_q8_rqv_fix(mode, e8[j]);
     }
     for (int i = 0; i < 4; ++i)
         for (int h = 0; h < 2; ++h) { /* h = 0: lane 2i, 1: lane 2i + 1 */
@@ -128,10 +135,9 @@ EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_make(const int32_t* m8, const int32_t*
     v.ko = EDGEC_Q8_LD(k[1]);
     v.ce = EDGEC_Q8_LD(c[0]);
     v.co = EDGEC_Q8_LD(c[1]);
-    v.zy = EDGEC_Q8_LD(z);
+    v.fix = EDGEC_Q8_LD(z);
 #undef EDGEC_Q8_LD
-    v.lo = _mm256_set1_epi32(lo);
-    v.hi = _mm256_set1_epi32(hi);
+    edgec_q8_rqv_out(&v, zy, lo, hi);
     v.mode = mode;
     return v;
 }
@@ -146,9 +152,8 @@ EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_set1(int32_t m0, int e, int mode, int3
     v.ke = v.ko = _mm256_set1_epi64x(edgec_q8_rqv_k(mode, e));
     v.ce = _mm256_set1_epi64x(edgec_q8_rqv_count(mode, e, 0));
     v.co = _mm256_set1_epi64x(edgec_q8_rqv_count(mode, e, 1));
-    v.zy = _mm256_set1_epi32(edgec_q8_rqv_zy(mode, e, zy));
-    v.lo = _mm256_set1_epi32(lo);
-    v.hi = _mm256_set1_epi32(hi);
+    v.fix = _mm256_set1_epi32(edgec_q8_rqv_fix(mode, e));
+    edgec_q8_rqv_out(&v, zy, lo, hi);
     v.mode = mode;
     return v;
 }
@@ -167,7 +172,8 @@ static inline __m256i edgec_q8_rdbpot8(__m256i s, __m256i e, __m256i mask, __m25
     const __m256i up = _mm256_cmpgt_epi32(_mm256_and_si256(s, mask), _mm256_sub_epi32(half, _mm256_srai_epi32(s, 31)));
     return _mm256_sub_epi32(_mm256_srav_epi32(s, e), up);
 }
-/* 8 lanes of clamp(requant(x) + zy) (x: the accumulators with the bias). */
+/* 8 lanes of requant(x), before the output zero point (x: the accumulators with the bias); the outputs are
+   edgec_q8_out16 of two such vectors. */
 EDGEC_Q8_INLINE __m256i edgec_q8_rqv8(__m256i x, const edgec_q8_rqv* q)
 {
     __m256i r;
@@ -181,11 +187,22 @@ EDGEC_Q8_INLINE __m256i edgec_q8_rqv8(__m256i x, const edgec_q8_rqv* q)
         const __m256i pe = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, q->m), q->ke), q->ce);
         const __m256i po =
             _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), q->mo), q->ko), q->co);
-        r = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+        r = _mm256_add_epi32(_mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA), q->fix);
     } else {
         r = edgec_q8_rdbpot8(edgec_q8_srdhm8(x, q->m, q->mo), q->e, q->mask, q->half);
     }
-    return _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(r, q->zy), q->lo), q->hi);
+    return r;
+}
+/* The int8 outputs clamp(r + zy) of two vectors of edgec_q8_rqv8 (same zy and bounds), in the lane order of
+   vpackssdw then vpacksswb: {a0-3, b0-3, a4-7, b4-7} as bytes 0-7 | 8-15 of the result's two halves taken
+   as v = packs(lo128(w), hi128(w)): a0-3 b0-3 | a4-7 b4-7 -> bytes a0-3 b0-3 a4-7 b4-7. The zero point is added
+   to the int16 lanes with saturation: sat8(sat16(sat16(r) + zy)) = sat8(r + zy) for |zy| <= 128, so the clamp
+   to int8 is the packs' own and [lo, hi] costs two instructions per 16 outputs only when it is narrower. */
+EDGEC_Q8_INLINE __m128i edgec_q8_out16(__m256i a, __m256i b, const edgec_q8_rqv* q)
+{
+    const __m256i w = _mm256_adds_epi16(_mm256_packs_epi32(a, b), q->zy16);
+    const __m128i v = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    return q->clamp ? _mm_min_epi8(_mm_max_epi8(v, q->lo8), q->hi8) : v;
 }
 #endif
 
@@ -261,9 +278,7 @@ EDGEC_Q8_INLINE void edgec_q8_store16(__m256i lo, __m256i hi, const edgec_q8_rq*
         for (long j = 0; j < n; ++j) y[j] = edgec_q_requant1(t[j], q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
         return;
     }
-    const __m256i w = _mm256_packs_epi32(edgec_q8_rqv8(lo, &q->v), edgec_q8_rqv8(hi, &q->v)); /* outputs 0-7 | 8-15 */
-    const __m128i v = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-    edgec_q8_put16(v, y, n);
+    edgec_q8_put16(edgec_q8_out16(edgec_q8_rqv8(lo, &q->v), edgec_q8_rqv8(hi, &q->v), &q->v), y, n); /* 0-15 */
 }
 /* Requantize and store n <= 16 outputs of one channel held in order (a: outputs 0-7, b: 8-15), the bias
    already in the accumulators. */
@@ -276,10 +291,9 @@ EDGEC_Q8_INLINE void edgec_q8_store16_seq(__m256i a, __m256i b, const edgec_q8_r
         for (long j = 0; j < n; ++j) y[j] = edgec_q_requant1(t[j], q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
         return;
     }
-    const __m256i w = _mm256_packs_epi32(edgec_q8_rqv8(a, &q->v), edgec_q8_rqv8(b, &q->v)); /* 0-3 8-11 | 4-7 12-15 */
-    const __m128i v = _mm_shuffle_epi32(_mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)),
-                                        0xD8);
-    edgec_q8_put16(v, y, n);
+    /* bytes 0-3 8-11 4-7 12-15 */
+    edgec_q8_put16(_mm_shuffle_epi32(edgec_q8_out16(edgec_q8_rqv8(a, &q->v), edgec_q8_rqv8(b, &q->v), &q->v), 0xD8), y,
+                   n);
 }
 #endif
 

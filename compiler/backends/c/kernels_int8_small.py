@@ -142,11 +142,10 @@ static inline void edgec_q8_block_params(long c0, long nc, const int32_t* restri
 }
 
 #if EDGEC_Q8_AVX2
-/* The 16 int8 of two vectors of 8 int32 (already in [-128, 127]), in order. */
-static inline __m128i edgec_q8_pack16(__m256i a, __m256i b)
+/* The 16 int8 outputs of two vectors of edgec_q8_rqv8 (q: the output stage), in order. */
+static inline __m128i edgec_q8_pack16(__m256i a, __m256i b, const edgec_q8_rqv* q)
 {
-    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);
-    return _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    return _mm_shuffle_epi32(edgec_q8_out16(a, b, q), 0xD8);
 }
 #endif
 
@@ -214,10 +213,10 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                     continue;
                 }
                 /* one vector of 16 channels per pixel, then transposed: 4 pixels of each channel in one int32 */
-                const __m128i q0 = edgec_q8_pack16(EDGEC_Q8_RQ(c00, 0), EDGEC_Q8_RQ(c01, 1));
-                const __m128i q1 = edgec_q8_pack16(EDGEC_Q8_RQ(c10, 0), EDGEC_Q8_RQ(c11, 1));
-                const __m128i q2 = edgec_q8_pack16(EDGEC_Q8_RQ(c20, 0), EDGEC_Q8_RQ(c21, 1));
-                const __m128i q3 = edgec_q8_pack16(EDGEC_Q8_RQ(c30, 0), EDGEC_Q8_RQ(c31, 1));
+                const __m128i q0 = edgec_q8_pack16(EDGEC_Q8_RQ(c00, 0), EDGEC_Q8_RQ(c01, 1), rv);
+                const __m128i q1 = edgec_q8_pack16(EDGEC_Q8_RQ(c10, 0), EDGEC_Q8_RQ(c11, 1), rv);
+                const __m128i q2 = edgec_q8_pack16(EDGEC_Q8_RQ(c20, 0), EDGEC_Q8_RQ(c21, 1), rv);
+                const __m128i q3 = edgec_q8_pack16(EDGEC_Q8_RQ(c30, 0), EDGEC_Q8_RQ(c31, 1), rv);
                 const __m128i a01 = _mm_unpacklo_epi8(q0, q1), b01 = _mm_unpackhi_epi8(q0, q1);
                 const __m128i a23 = _mm_unpacklo_epi8(q2, q3), b23 = _mm_unpackhi_epi8(q2, q3);
                 int32_t cols[EDGEC_Q8_MC]; /* cols[r]: the 4 pixels of channel m0 + r */
@@ -260,7 +259,7 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                     continue;
                 }
                 int8_t q[EDGEC_Q8_MC];
-                _mm_storeu_si128((__m128i*)(void*)q, edgec_q8_pack16(EDGEC_Q8_RQ(a0, 0), EDGEC_Q8_RQ(a1, 1)));
+                _mm_storeu_si128((__m128i*)(void*)q, edgec_q8_pack16(EDGEC_Q8_RQ(a0, 0), EDGEC_Q8_RQ(a1, 1), rv));
                 for (long r = 0; r < mc; ++r) yn[(m0 + r) * P + j0] = q[r];
             }
 #undef EDGEC_Q8_W
@@ -417,9 +416,7 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                         _mm256_storeu_si256((__m256i*)(void*)(t[j] + 8), ah[j]);
                         continue;
                     }
-                    const __m256i w16 = _mm256_packs_epi32(edgec_q8_rqv8(al[j], &rv[0]), edgec_q8_rqv8(ah[j], &rv[1]));
-                    /* channels 0-7 | 8-15 as int16 */
-                    q[j] = _mm_packs_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+                    q[j] = edgec_q8_out16(edgec_q8_rqv8(al[j], &rv[0]), edgec_q8_rqv8(ah[j], &rv[1]), rv); /* lane order */
                 }
                 if (nj == 4 && ++ow == OW) { /* pixel j0 + 4 */
                     ow = 0;
