@@ -187,11 +187,29 @@ def test_compact_kernels_keep_int8_weights(models: Any, tmp_path: Path) -> None:
         compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", int8_kernels="small")
 
 
+def _check_gemm_layers(shape: Sequence[int], nodes: List[onnx.NodeProto], inits: List[onnx.TensorProto],
+                       tmp_path: Path) -> None:
+    """Every Conv of ``nodes`` (input ``x`` of ``shape``, outputs ``y*``) runs the pixel-panel GEMM, bit-exact
+    with the reference in the three builds."""
+    outs = [h.make_tensor_value_info(n.output[0], T.FLOAT, None) for n in nodes]
+    g = h.make_graph(nodes, "gemmnet", [h.make_tensor_value_info("x", T.FLOAT, list(shape))], outs, inits)
+    proto = h.make_model(g, opset_imports=[h.make_opsetid("", 21)])
+    qdq = _quantize(proto, {"x": RNG.uniform(-1.0, 2.0, (8,) + tuple(shape[1:])).astype(np.float32)}, True)
+    code, res = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model")
+    assert code.files["model.c"].count("    edgec_q8_conv_gemm(&p,") == len(nodes)
+    write_c(code, str(tmp_path))
+    samples = [{"x": RNG.uniform(-1.5, 2.5, shape).astype(np.float32)} for _ in range(2)]
+    for label, flags, sanitize in BUILDS:
+        prog = build(str(tmp_path), code.report, opt="-O1" if sanitize else "-O2", sanitize=sanitize,
+                     extra_flags=flags)
+        chk = check_int8(prog, code, qdq, samples, rounding="double", io=res.io)
+        assert chk.ok and chk.max_float_diff == 0.0, f"{label}: {chk.summary()}"
+
+
 def test_padded_planes_bit_exact(tmp_path: Path) -> None:
     """Padded full convolutions pack from zero-point bordered copies of the input (per batch item): pads on
     all sides at stride 1 and 2, begin != end pads, end pads only, dilation, a padded 1x1; output widths of at
     least one panel, not multiples of 16."""
-    shape = (2, 3, 22, 36)
     nodes = [
         h.make_node("Conv", ["x", "wa", "b"], ["ya"], pads=[1, 1, 1, 1]),  # s1: 22x36
         h.make_node("Conv", ["x", "wa", "b"], ["yb"], strides=[2, 2], pads=[1, 1, 1, 1]),  # s2: 11x18
@@ -201,19 +219,22 @@ def test_padded_planes_bit_exact(tmp_path: Path) -> None:
         h.make_node("Conv", ["x", "wf", "b"], ["yf"], pads=[1, 1, 1, 1]),  # 1x1: 24x38
     ]
     inits = [_w("wa", [5, 3, 3, 3]), _w("we", [5, 3, 5, 5], 0.15), _w("wf", [5, 3, 1, 1]), _w("b", [5], 0.1)]
-    outs = [h.make_tensor_value_info(n, T.FLOAT, None) for n in ("ya", "yb", "yc", "yd", "ye", "yf")]
-    g = h.make_graph(nodes, "padnet", [h.make_tensor_value_info("x", T.FLOAT, list(shape))], outs, inits)
-    proto = h.make_model(g, opset_imports=[h.make_opsetid("", 21)])
-    qdq = _quantize(proto, {"x": RNG.uniform(-1.0, 2.0, (8,) + shape[1:]).astype(np.float32)}, True)
-    code, res = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model")
-    assert code.files["model.c"].count("    edgec_q8_conv_gemm(&p,") == 6
-    write_c(code, str(tmp_path))
-    samples = [{"x": RNG.uniform(-1.5, 2.5, shape).astype(np.float32)} for _ in range(2)]
-    for label, flags, sanitize in BUILDS:
-        prog = build(str(tmp_path), code.report, opt="-O1" if sanitize else "-O2", sanitize=sanitize,
-                     extra_flags=flags)
-        chk = check_int8(prog, code, qdq, samples, rounding="double", io=res.io)
-        assert chk.ok and chk.max_float_diff == 0.0, f"{label}: {chk.summary()}"
+    _check_gemm_layers((2, 3, 22, 36), nodes, inits, tmp_path)
+
+
+def test_unpadded_windows_bit_exact(tmp_path: Path) -> None:
+    """Unpadded full convolutions pack straight from the input: stride 2 whose last row of windows ends at the
+    input's last row (its 32-byte reads would pass the end: the strided copy), panels that span two output
+    rows, dilation, a strided 1x1 and stride 3 (the element loops)."""
+    nodes = [
+        h.make_node("Conv", ["x", "wa", "b"], ["ya"], strides=[2, 2]),  # 19x16: ends at row 38 of 39
+        h.make_node("Conv", ["x", "wa", "b"], ["yb"]),  # 37x31: panels across rows
+        h.make_node("Conv", ["x", "wa", "b"], ["yc"], dilations=[2, 2]),  # 35x29
+        h.make_node("Conv", ["x", "wf", "b"], ["yd"], strides=[2, 2]),  # 1x1 s2: 20x17
+        h.make_node("Conv", ["x", "wg", "b"], ["ye"], strides=[1, 3]),  # 2x2 s(1,3): 38x11
+    ]
+    inits = [_w("wa", [5, 3, 3, 3]), _w("wf", [5, 3, 1, 1]), _w("wg", [5, 3, 2, 2]), _w("b", [5], 0.1)]
+    _check_gemm_layers((2, 3, 39, 33), nodes, inits, tmp_path)
 
 
 def _gemmlowp(x: int, m0: int, e: int) -> int:

@@ -347,10 +347,24 @@ EDGEC_Q8_INLINE void edgec_q8_tile(long K2, const int16_t* restrict ap, const in
 #endif
 }
 
+/* The im2col row offsets of x: koff[k] = c * H * W + kh * dh * W + kw * dw for k = (c, kh, kw) < K (K = C*KH*KW),
+   and koff[K] = koff[K - 1] for an odd K (the last pair's second half, read with weight 0). */
+static inline void edgec_q8_koff(const edgec_q_conv_params* p, int32_t* restrict koff)
+{
+    const long K0 = (long)p->c * p->kh * p->kw;
+    long k = 0;
+    for (long c = 0; c < p->c; ++c)
+        for (long kh = 0; kh < p->kh; ++kh)
+            for (long kw = 0; kw < p->kw; ++kw)
+                koff[k++] = (int32_t)(c * p->h * p->w + kh * p->dh * p->w + kw * p->dw);
+    if (K0 & 1) koff[K0] = koff[K0 - 1];
+}
+
 /* Packs output pixels [j0, j0 + nj) (nj <= NR) of the im2col matrix of x (one image) into one panel
-   bp[K2][NR][2] int16: k pairs adjacent, padding = the input zero point, unused columns and the odd k zero. */
+   bp[K2][NR][2] int16: k pairs adjacent, padding = the input zero point, unused columns and the odd k zero
+   (koff: edgec_q8_koff of p). */
 EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t* restrict x, long j0, long nj,
-                                int16_t* restrict bp)
+                                int16_t* restrict bp, const int32_t* restrict koff)
 {
     const long C = p->c, H = p->h, W = p->w, OW = p->ow, KH = p->kh, KW = p->kw, K0 = C * KH * KW;
     const long K2 = (K0 + 1) / 2, HW = H * W;
@@ -377,35 +391,19 @@ EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t*
         }
         return;
     }
-    long ih0[EDGEC_Q8_NR] = {0}, iw0[EDGEC_Q8_NR] = {0}; /* general: window origins of the panel's pixels */
-    for (long j = 0; j < nj; ++j) {
-        ih0[j] = (j0 + j) / OW * p->sh - p->ph;
-        iw0[j] = (j0 + j) % OW * p->sw - p->pw;
-    }
-    const long sw = p->sw, jl = (j0 + EDGEC_Q8_NR - 1) % OW; /* jl: column of the panel's last pixel */
-    if (nj == EDGEC_Q8_NR && jl == j0 % OW + EDGEC_Q8_NR - 1 && ih0[0] >= 0 && ih0[0] + (KH - 1) * p->dh < H &&
-        iw0[0] >= 0 && iw0[EDGEC_Q8_NR - 1] + (KW - 1) * p->dw < W) {
+    const long oh0 = j0 / OW, ow0 = j0 - oh0 * OW, sw = p->sw; /* the panel's first pixel */
+    const long ihs = oh0 * p->sh - p->ph, iws = ow0 * sw - p->pw;
+    if (nj == EDGEC_Q8_NR && ow0 + EDGEC_Q8_NR <= OW && ihs >= 0 && ihs + (KH - 1) * p->dh < H && iws >= 0 &&
+        iws + (EDGEC_Q8_NR - 1) * sw + (KW - 1) * p->dw < W) {
         /* the common case: 16 pixels of one output row, every window inside the input: strided copies */
-        const int8_t* restrict xb = x + ih0[0] * W + iw0[0];
+        const int8_t* restrict xb = x + ihs * W + iws;
 #if EDGEC_Q8_AVX2
-        const long xsize = C * HW; /* whole-vector reads stay inside the input */
+        const int wide = (xb - x) + koff[K0 - 1] + 31 < C * HW; /* 32-byte reads stay inside the input */
 #endif
-        long c = 0, kh = 0, kw = 0;
         for (long kk = 0; kk < K2; ++kk) {
-            long off[2] = {0, -1};
-            for (int h = 0; h < 2 && 2 * kk + h < K0; ++h) {
-                off[h] = c * HW + kh * p->dh * W + kw * p->dw;
-                if (++kw == KW) {
-                    kw = 0;
-                    if (++kh == KH) {
-                        kh = 0;
-                        ++c;
-                    }
-                }
-            }
-            const int8_t* restrict a = xb + off[0];
-            const int8_t* restrict b = xb + (off[1] < 0 ? off[0] : off[1]);
-            const int16_t m = off[1] < 0 ? 0 : 1; /* odd K: the last pair's second half is 0 */
+            const int8_t* restrict a = xb + koff[2 * kk];
+            const int8_t* restrict b = xb + koff[2 * kk + 1];
+            const int16_t m = 2 * kk + 1 < K0; /* odd K: the last pair's second half is 0 */
             int16_t* restrict d = bp + 2 * EDGEC_Q8_NR * kk;
 #if EDGEC_Q8_AVX2
             if (m && sw == 1) { /* 16 bytes of each row, interleaved, widened */
@@ -415,7 +413,7 @@ EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t*
                 _mm256_storeu_si256((__m256i*)(void*)(d + 16), _mm256_cvtepi8_epi16(_mm_unpackhi_epi8(va, vb)));
                 continue;
             }
-            if (m && sw == 2 && (a - x) + 31 < xsize && (b - x) + 31 < xsize) { /* 32 bytes per row, even ones */
+            if (m && sw == 2 && wide) { /* 32 bytes per row, even ones */
                 const __m256i va = _mm256_loadu_si256((const __m256i*)(const void*)a);
                 const __m256i vb = _mm256_loadu_si256((const __m256i*)(const void*)b);
                 const __m256i ea = _mm256_srai_epi16(_mm256_slli_epi16(va, 8), 8); /* a[2j], j < 16 */
@@ -426,24 +424,21 @@ EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t*
                 continue;
             }
 #endif
-            if (sw == 1) {
-                for (long j = 0; j < EDGEC_Q8_NR; ++j) {
-                    d[2 * j] = a[j];
-                    d[2 * j + 1] = (int16_t)(m * b[j]);
-                }
-            } else if (sw == 2) {
-                for (long j = 0; j < EDGEC_Q8_NR; ++j) {
-                    d[2 * j] = a[2 * j];
-                    d[2 * j + 1] = (int16_t)(m * b[2 * j]);
-                }
-            } else {
-                for (long j = 0; j < EDGEC_Q8_NR; ++j) {
-                    d[2 * j] = a[j * sw];
-                    d[2 * j + 1] = (int16_t)(m * b[j * sw]);
-                }
+            for (long j = 0; j < EDGEC_Q8_NR; ++j) {
+                d[2 * j] = a[j * sw];
+                d[2 * j + 1] = (int16_t)(m * b[j * sw]);
             }
         }
         return;
+    }
+    long ih0[EDGEC_Q8_NR] = {0}, iw0[EDGEC_Q8_NR] = {0}; /* general: window origins of the panel's pixels */
+    for (long j = 0, oh = oh0, ow = ow0; j < nj; ++j) {
+        ih0[j] = oh * p->sh - p->ph;
+        iw0[j] = ow * sw - p->pw;
+        if (++ow == OW) {
+            ow = 0;
+            ++oh;
+        }
     }
     long c = 0, kh = 0, kw = 0;
     for (long k = 0; k < 2 * K2; ++k) {
@@ -484,6 +479,8 @@ EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* 
     const long WR = ((long)p->ow - 1) * p->sw + ((long)p->kw - 1) * p->dw + 1;
     const int pad = p->ow >= EDGEC_Q8_NR && (ph > 0 || pw > 0 || HR > H || WR > W);
     const long HP = HR + 1; /* a row of slack: the stride-2 packing reads 32 bytes for 31 */
+    int32_t* restrict koff = (int32_t*)(void*)bp; /* the im2col offsets, then the panels */
+    bp += 4 * K2;
     int8_t* restrict xp = (int8_t*)(void*)(bp + nb * PS);
     edgec_q_conv_params pp = *p; /* the convolution of the padded planes: no pads */
     if (pad) {
@@ -492,6 +489,7 @@ EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* 
         pp.ph = pp.pw = 0;
         memset(xp, p->x_zp, (size_t)(C * HP * WR)); /* the borders, once: the images overwrite the same spans */
     }
+    edgec_q8_koff(pad ? &pp : p, koff);
     const long lw = pw < WR ? pw : WR, cw = W < WR - lw ? W : WR - lw; /* image columns at [lw, lw + cw) */
     for (long n = 0; n < p->n; ++n) {
         const int8_t* xn = x + n * C * H * W;
@@ -507,10 +505,10 @@ EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* 
             for (long j0 = b0; j0 < b1; j0 += EDGEC_Q8_NR)
                 if (pad) /* two calls: the unpadded one keeps the layer's constant parameters (inlined) */
                     edgec_q8_pack_panel(&pp, xn, j0, b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR,
-                                        bp + (j0 - b0) / EDGEC_Q8_NR * PS);
+                                        bp + (j0 - b0) / EDGEC_Q8_NR * PS, koff);
                 else
                     edgec_q8_pack_panel(p, xn, j0, b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR,
-                                        bp + (j0 - b0) / EDGEC_Q8_NR * PS);
+                                        bp + (j0 - b0) / EDGEC_Q8_NR * PS, koff);
             for (long m0 = 0; m0 < M; m0 += EDGEC_Q8_MR) {
                 const long mr = M - m0 < EDGEC_Q8_MR ? M - m0 : EDGEC_Q8_MR;
                 edgec_q8_rq q[EDGEC_Q8_MR];
@@ -806,7 +804,7 @@ def fast_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.Nod
         pad = f["ow"] >= NR and (f["ph"] > 0 or f["pw"] > 0 or hr > f["h"] or wr > f["w"])
         planes = f["c"] * (hr + 1) * wr if pad else 0
         return _int16_scratch(K.NodeCode(ops, body, ["q8_fast"], typed=True,
-                                         scratch=2 * 2 * NR * k2 * nb + planes))
+                                         scratch=4 * 2 * k2 + 2 * 2 * NR * k2 * nb + planes))  # offsets, panels
     dw3 = (f["groups"] == f["c"] == f["m"] and f["kh"] == f["kw"] == 3 and f["dh"] == f["dw"] == 1
            and f["sh"] == f["sw"] and f["sh"] in (1, 2))
     if dw3:
