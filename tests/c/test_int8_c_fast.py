@@ -278,14 +278,20 @@ def test_tie_free_requantization_equals_double_rounding() -> None:
 
 
 def test_fast_kernels_use_tie_free_requantization(models: Any) -> None:
-    """The benchmark-style layers are tie-free (every call passes 1); single rounding never is."""
-    qdq = models[True]
-    double, _ = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model")
-    single, _ = compile_int8(parse_model(print_model(qdq, elide_limit=None)), "model", rounding="single")
+    """The benchmark-style layers are tie-free and fix the vector requantization at compile time (every call
+    passes rqflags 3: tie-free, kind 1); single rounding is never tie-free and fixes kind 2 (rqflags 4); a
+    clamp narrower than int8 (symmetric activations after a ReLU) leaves the kind to run time."""
     import re
 
-    calls = re.compile(r"    edgec_q8_(?:conv_gemm|dw3x3|conv_cv|dw_cv)\(&p, .*, ([01])\);")
-    flags_double = calls.findall(double.files["model.c"])
-    flags_single = calls.findall(single.files["model.c"])
-    assert flags_double and "1" in flags_double
-    assert flags_single and set(flags_single) == {"0"}
+    calls = re.compile(r"    edgec_q8_(?:conv_gemm|dw3x3|conv_cv|dw_cv)\(&p, .*, (\d)\);")
+
+    def flags(variant: Any, rounding: str) -> List[str]:
+        code, _ = compile_int8(parse_model(print_model(models[variant], elide_limit=None)), "model", rounding=rounding)
+        found = calls.findall(code.files["model.c"])
+        assert found
+        return found
+
+    assert set(flags(True, "double")) == {"3"}
+    assert set(flags(True, "single")) == {"4"}
+    sym = flags("symmetric", "double")
+    assert "1" in sym and set(sym) <= {"1", "3"}

@@ -173,17 +173,18 @@ static inline __m256i edgec_q8_rdbpot8(__m256i s, __m256i e, __m256i mask, __m25
     return _mm256_sub_epi32(_mm256_srav_epi32(s, e), up);
 }
 /* 8 lanes of requant(x), before the output zero point (x: the accumulators with the bias); the outputs are
-   edgec_q8_out16 of two such vectors. */
-EDGEC_Q8_INLINE __m256i edgec_q8_rqv8(__m256i x, const edgec_q8_rqv* q)
+   edgec_q8_out16 of two such vectors. kind: EDGEC_Q8_KIND of the layer (a literal: 1 and 2 fix the mode). */
+EDGEC_Q8_INLINE __m256i edgec_q8_rqv8(__m256i x, const edgec_q8_rqv* q, int kind)
 {
     __m256i r;
-    if (q->mode == 1) {
+    const int mode = kind ? kind : q->mode;
+    if (mode == 1) {
         const __m256i a = _mm256_abs_epi32(x);
         const __m256i pe = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epu32(a, q->m), q->ke), q->ce);
         const __m256i po =
             _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(a, 32), q->mo), q->ko), q->co);
         r = _mm256_sign_epi32(_mm256_blend_epi32(pe, po, 0xAA), x);
-    } else if (q->mode == 2) {
+    } else if (mode == 2) {
         const __m256i pe = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(x, q->m), q->ke), q->ce);
         const __m256i po =
             _mm256_srlv_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), q->mo), q->ko), q->co);
@@ -198,11 +199,11 @@ EDGEC_Q8_INLINE __m256i edgec_q8_rqv8(__m256i x, const edgec_q8_rqv* q)
    as v = packs(lo128(w), hi128(w)): a0-3 b0-3 | a4-7 b4-7 -> bytes a0-3 b0-3 a4-7 b4-7. The zero point is added
    to the int16 lanes with saturation: sat8(sat16(sat16(r) + zy)) = sat8(r + zy) for |zy| <= 128, so the clamp
    to int8 is the packs' own and [lo, hi] costs two instructions per 16 outputs only when it is narrower. */
-EDGEC_Q8_INLINE __m128i edgec_q8_out16(__m256i a, __m256i b, const edgec_q8_rqv* q)
+EDGEC_Q8_INLINE __m128i edgec_q8_out16(__m256i a, __m256i b, const edgec_q8_rqv* q, int kind)
 {
     const __m256i w = _mm256_adds_epi16(_mm256_packs_epi32(a, b), q->zy16);
     const __m128i v = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-    return q->clamp ? _mm_min_epi8(_mm_max_epi8(v, q->lo8), q->hi8) : v;
+    return !kind && q->clamp ? _mm_min_epi8(_mm_max_epi8(v, q->lo8), q->hi8) : v;
 }
 #endif
 
@@ -267,24 +268,27 @@ static inline void edgec_q8_put16(__m128i v, int8_t* restrict y, long n)
 }
 /* Requantize and store n <= 16 outputs of one channel held as lo = outputs {0-3, 8-11}, hi = {4-7, 12-15}
    (accumulators without the bias). */
-EDGEC_Q8_INLINE void edgec_q8_store16(__m256i lo, __m256i hi, const edgec_q8_rq* q, int8_t* restrict y, long n)
+EDGEC_Q8_INLINE void edgec_q8_store16(__m256i lo, __m256i hi, const edgec_q8_rq* q, int8_t* restrict y, long n,
+                                   int kind)
 {
     lo = _mm256_add_epi32(lo, q->vb);
     hi = _mm256_add_epi32(hi, q->vb);
-    if (!q->fast) {
+    if (!kind && !q->fast) {
         int32_t t[16];
         _mm256_storeu_si256((__m256i*)(void*)t, _mm256_permute2x128_si256(lo, hi, 0x20));
         _mm256_storeu_si256((__m256i*)(void*)(t + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
         for (long j = 0; j < n; ++j) y[j] = edgec_q_requant1(t[j], q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
         return;
     }
-    edgec_q8_put16(edgec_q8_out16(edgec_q8_rqv8(lo, &q->v), edgec_q8_rqv8(hi, &q->v), &q->v), y, n); /* 0-15 */
+    edgec_q8_put16(edgec_q8_out16(edgec_q8_rqv8(lo, &q->v, kind), edgec_q8_rqv8(hi, &q->v, kind), &q->v, kind), y,
+                   n); /* 0-15 */
 }
 /* Requantize and store n <= 16 outputs of one channel held in order (a: outputs 0-7, b: 8-15), the bias
    already in the accumulators. */
-EDGEC_Q8_INLINE void edgec_q8_store16_seq(__m256i a, __m256i b, const edgec_q8_rq* q, int8_t* restrict y, long n)
+EDGEC_Q8_INLINE void edgec_q8_store16_seq(__m256i a, __m256i b, const edgec_q8_rq* q, int8_t* restrict y, long n,
+                                       int kind)
 {
-    if (!q->fast) {
+    if (!kind && !q->fast) {
         int32_t t[16];
         _mm256_storeu_si256((__m256i*)(void*)t, a);
         _mm256_storeu_si256((__m256i*)(void*)(t + 8), b);
@@ -292,15 +296,16 @@ EDGEC_Q8_INLINE void edgec_q8_store16_seq(__m256i a, __m256i b, const edgec_q8_r
         return;
     }
     /* bytes 0-3 8-11 4-7 12-15 */
-    edgec_q8_put16(_mm_shuffle_epi32(edgec_q8_out16(edgec_q8_rqv8(a, &q->v), edgec_q8_rqv8(b, &q->v), &q->v), 0xD8), y,
-                   n);
+    edgec_q8_put16(
+        _mm_shuffle_epi32(edgec_q8_out16(edgec_q8_rqv8(a, &q->v, kind), edgec_q8_rqv8(b, &q->v, kind), &q->v, kind), 0xD8),
+        y, n);
 }
 #endif
 
 /* One MR x NR tile: sum over k of A(r, k) B(k, j) (ap: K2 pairs of [MR][2] int16, bp: K2 pairs of [NR][2]
    int16), requantized with q[r] and stored as y[r * ldy + j] for r < mr, j < nj. */
 EDGEC_Q8_INLINE void edgec_q8_tile(long K2, const int16_t* restrict ap, const int16_t* restrict bp, const edgec_q8_rq* q,
-                                 long mr, int8_t* restrict y, long ldy, long nj)
+                                 long mr, int8_t* restrict y, long ldy, long nj, int kind)
 {
 #if EDGEC_Q8_AVX2
     /* the accumulators start from the bias */
@@ -326,13 +331,14 @@ EDGEC_Q8_INLINE void edgec_q8_tile(long K2, const int16_t* restrict ap, const in
         c31 = _mm256_add_epi32(c31, _mm256_madd_epi16(w, b1));
 #undef EDGEC_Q8_BC
     }
-#define EDGEC_Q8_ROW(r, a, b) edgec_q8_store16_seq(a, b, q + (r), y + (r) * ldy, nj)
+#define EDGEC_Q8_ROW(r, a, b) edgec_q8_store16_seq(a, b, q + (r), y + (r) * ldy, nj, kind)
     EDGEC_Q8_ROW(0, c00, c01);
     if (mr > 1) EDGEC_Q8_ROW(1, c10, c11);
     if (mr > 2) EDGEC_Q8_ROW(2, c20, c21);
     if (mr > 3) EDGEC_Q8_ROW(3, c30, c31);
 #undef EDGEC_Q8_ROW
 #else
+    (void)kind;
     int32_t t[EDGEC_Q8_MR][EDGEC_Q8_NR];
     for (int r = 0; r < EDGEC_Q8_MR; ++r)
         for (int j = 0; j < EDGEC_Q8_NR; ++j) t[r][j] = 0;
@@ -469,8 +475,9 @@ EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t*
 EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* restrict x, const int16_t* restrict wp,
                                    const int32_t* restrict bias, const int32_t* restrict mult,
                                    const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict bp, long nb,
-                                   int tiefree)
+                                   int rqflags)
 {
+    const int tiefree = rqflags & 1, kind = EDGEC_Q8_AVX2 ? rqflags >> 1 : 0;
     const long C = p->c, M = p->m, P = (long)p->oh * p->ow, K2 = ((long)C * p->kh * p->kw + 1) / 2;
     const long PS = 2 * EDGEC_Q8_NR * K2; /* int16 per packed panel */
     const long H = p->h, W = p->w, ph = p->ph, pw = p->pw;
@@ -519,7 +526,7 @@ EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* 
                 const int16_t* restrict ap = wp + 2 * EDGEC_Q8_MR * K2 * (m0 / EDGEC_Q8_MR);
                 for (long j0 = b0; j0 < b1; j0 += EDGEC_Q8_NR)
                     edgec_q8_tile(K2, ap, bp + (j0 - b0) / EDGEC_Q8_NR * PS, q, mr, yn + m0 * P + j0, P,
-                                  b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR);
+                                  b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR, kind);
             }
         }
     }
@@ -528,7 +535,7 @@ EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* 
 /* 16 outputs of a depthwise 3x3 channel: output j reads rp[kh * pitch + j * s + {0, 1, 2}] (kh < 3), an
    int16 plane padded with the input zero point; y: n <= 16 requantized outputs. */
 static inline void edgec_q8_dw16(const int16_t* restrict rp, long pitch, long s, const int8_t* restrict wc,
-                                 const edgec_q8_rq* q, int8_t* restrict y, long n)
+                                 const edgec_q8_rq* q, int8_t* restrict y, long n, int kind)
 {
 #if EDGEC_Q8_AVX2
     __m256i a = _mm256_setzero_si256(), b = a;
@@ -554,10 +561,11 @@ static inline void edgec_q8_dw16(const int16_t* restrict rp, long pitch, long s,
 #undef EDGEC_Q8_LD
     }
     if (s == 1) /* interleave even and odd: outputs {0-3, 8-11} and {4-7, 12-15} */
-        edgec_q8_store16(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b), q, y, n);
+        edgec_q8_store16(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b), q, y, n, kind);
     else
-        edgec_q8_store16(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31), q, y, n);
+        edgec_q8_store16(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31), q, y, n, kind);
 #else
+    (void)kind;
     int32_t t[16];
     for (long j = 0; j < 16; ++j) {
         const int16_t* restrict r = rp + j * s;
@@ -604,8 +612,9 @@ static inline void edgec_q8_copy_row(int8_t* restrict dst, const int8_t* restric
    of buf and gathered; stride 2: row by row, 16 outputs at a time. */
 EDGEC_Q8_FN void edgec_q8_dw3x3(const edgec_q_conv_params* p, const int8_t* restrict x, const int8_t* restrict w,
                                const int32_t* restrict bias, const int32_t* restrict mult,
-                               const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict buf, int tiefree)
+                               const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict buf, int rqflags)
 {
+    const int tiefree = rqflags & 1, kind = EDGEC_Q8_AVX2 ? rqflags >> 1 : 0;
     const long C = p->c, H = p->h, W = p->w, OH = p->oh, OW = p->ow, s = p->sh, P = OH * OW;
     const long Wp = OW + 2, L = (OH - 1) * Wp + OW, LP = (L + 15) / 16 * 16; /* stride 1 */
     const long WB = s * ((OW + 15) / 16 * 16) + 4, Hp = (OH - 1) * s + 3;   /* stride 2 */
@@ -625,14 +634,14 @@ EDGEC_Q8_FN void edgec_q8_dw3x3(const edgec_q_conv_params* p, const int8_t* rest
             if (s == 1) {
                 edgec_q8_copy_plane(xc, H, W, p->ph, p->pw, rows, Wp, buf);
                 for (long t0 = 0; t0 < L; t0 += 16)
-                    edgec_q8_dw16(buf + t0, Wp, 1, wc, &q, flat + t0, 16);
+                    edgec_q8_dw16(buf + t0, Wp, 1, wc, &q, flat + t0, 16, kind);
                 for (long oh = 0; oh < OH; ++oh) edgec_q8_copy_row(yc + oh * OW, flat + oh * Wp, OW);
             } else {
                 edgec_q8_copy_plane(xc, H, W, p->ph, p->pw, Hp, WB, buf);
                 for (long oh = 0; oh < OH; ++oh)
                     for (long o0 = 0; o0 < OW; o0 += 16)
                         edgec_q8_dw16(buf + oh * s * WB + o0 * s, WB, s, wc, &q, yc + oh * OW + o0,
-                                      OW - o0 < 16 ? OW - o0 : 16);
+                                      OW - o0 < 16 ? OW - o0 : 16, kind);
             }
         }
     }
@@ -771,6 +780,23 @@ def tie_free(node: Node, f: Dict[str, int]) -> bool:
     return True
 
 
+def requant_flags(node: Node, f: Dict[str, int]) -> int:
+    """The ``rqflags`` argument of the fast kernels: bit 0 :func:`tie_free`; bits 1-2 the requantization every
+    output channel of the layer takes on vectors when it is the same for all and the clamp is all of int8
+    (1: the tie-free single rounding of the magnitude, 2: single rounding; 0: chosen per channel at run
+    time), so that the kernels' clones have no branch on it."""
+    tf = tie_free(node, f)
+    if f["acc64"] or f["qmin"] > -128 or f["qmax"] < 127 or not all(node.input(i).is_constant() for i in (3, 4)):
+        return int(tf)
+    mult = np.asarray(node.input(3).const.numpy(), np.int64).reshape(-1)
+    shift = np.asarray(node.input(4).const.numpy(), np.int64).reshape(-1)
+    if f["single"]:
+        kind = 2 if bool(np.all((shift <= 0) & (shift >= -31))) else 0
+    else:
+        kind = 1 if tf else 0  # tie_free: every M0 > 0 and e in [1, 31]
+    return int(tf) | kind << 1
+
+
 def _gemm_pays(f: Dict[str, int]) -> bool:
     """Whether the pixel-panel GEMM beats the generic kernel (measured on the benchmark models): not on tiny
     planes, where a 16-pixel panel is mostly padding and a full convolution's im2col is all border."""
@@ -797,7 +823,7 @@ def fast_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.Nod
         ops[1] = _packed_int16(k, node.input(1))
         panels = -(-f["oh"] * f["ow"] // NR)
         nb = max(1, min(panels, GEMM_BLOCK_INT16 // (2 * NR * k2)))  # packed panels per block
-        body = head + f"    edgec_q8_conv_gemm(&p, x0, x1, x2, x3, x4, y0, s0, {nb}, {int(tie_free(node, f))});\n"
+        body = head + f"    edgec_q8_conv_gemm(&p, x0, x1, x2, x3, x4, y0, s0, {nb}, {requant_flags(node, f)});\n"
         # then, for a padded convolution, its zero-point bordered int8 planes (the same sizes as the C)
         hr = (f["oh"] - 1) * f["sh"] + (f["kh"] - 1) * f["dh"] + 1
         wr = (f["ow"] - 1) * f["sw"] + (f["kw"] - 1) * f["dw"] + 1
@@ -808,6 +834,6 @@ def fast_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.Nod
     dw3 = (f["groups"] == f["c"] == f["m"] and f["kh"] == f["kw"] == 3 and f["dh"] == f["dw"] == 1
            and f["sh"] == f["sw"] and f["sh"] in (1, 2))
     if dw3:
-        body = head + f"    edgec_q8_dw3x3(&p, x0, x1, x2, x3, x4, y0, s0, {int(tie_free(node, f))});\n"
+        body = head + f"    edgec_q8_dw3x3(&p, x0, x1, x2, x3, x4, y0, s0, {requant_flags(node, f)});\n"
         return _int16_scratch(K.NodeCode(list(node.inputs), body, ["q8_fast"], typed=True, scratch=_dw_scratch(f)))
     return None

@@ -31,7 +31,7 @@ import numpy as np
 from ...ir import ArrayTensor, Node, Shape, TensorType, Value
 from ...ir.dtypes import DType
 from . import kernels as K
-from .kernels_int8_fast import tie_free  # and registers q8_fast (EDGEC_Q8_AVX2, EDGEC_Q8_FN) before q8_small
+from .kernels_int8_fast import requant_flags  # and registers q8_fast (EDGEC_Q8_AVX2, EDGEC_Q8_FN) before q8_small
 from .kernels import KernelContext
 
 __all__ = ["MC", "PT", "dw_lanes_pays", "pack_dw_lanes", "pack_weights_lanes", "small_conv", "small_depthwise",
@@ -143,9 +143,9 @@ static inline void edgec_q8_block_params(long c0, long nc, const int32_t* restri
 
 #if EDGEC_Q8_AVX2
 /* The 16 int8 outputs of two vectors of edgec_q8_rqv8 (q: the output stage), in order. */
-static inline __m128i edgec_q8_pack16(__m256i a, __m256i b, const edgec_q8_rqv* q)
+static inline __m128i edgec_q8_pack16(__m256i a, __m256i b, const edgec_q8_rqv* q, int kind)
 {
-    return _mm_shuffle_epi32(edgec_q8_out16(a, b, q), 0xD8);
+    return _mm_shuffle_epi32(edgec_q8_out16(a, b, q, kind), 0xD8);
 }
 #endif
 
@@ -153,11 +153,13 @@ static inline __m128i edgec_q8_pack16(__m256i a, __m256i b, const edgec_q8_rqv* 
    weights wp packed as [ceil(M/16)][K2][16][2] int16 and the pixel-major pairs of X in the scratch xp. */
 EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* restrict x, const int8_t* restrict wp,
                                  const int32_t* restrict bias, const int32_t* restrict mult,
-                                 const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict xp, int tiefree)
+                                 const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict xp, int rqflags)
 {
     const long C = p->c, M = p->m, P = (long)p->oh * p->ow, K2 = ((long)C * p->kh * p->kw + 1) / 2;
     const long P4 = (P + EDGEC_Q8_PT - 1) / EDGEC_Q8_PT * EDGEC_Q8_PT;
-    (void)tiefree; /* the AVX2 path's */
+    const int tiefree = rqflags & 1, kind = rqflags >> 1; /* the AVX2 path's */
+    (void)tiefree;
+    (void)kind;
     const int32_t zy = p->y_zp, lo = p->qmin, hi = p->qmax, pc = p->per_channel, single = p->single;
     for (long n = 0; n < p->n; ++n) {
         edgec_q8_cv_pack(p, x + n * C * p->h * p->w, P4, K2, xp, (int8_t*)(void*)(xp + 2 * K2 * P4));
@@ -172,11 +174,11 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
             int tf = fast && tiefree;
             for (long r = 0; r < EDGEC_Q8_MC; ++r) tf = tf && ev[r] >= 1;
             edgec_q8_rqv rv[2]; /* channels 0-7 and 8-15 */
-            if (fast || sg)
+            if (kind || fast || sg)
                 for (int h = 0; h < 2; ++h) rv[h] = edgec_q8_rqv_make(mv + 8 * h, ev + 8 * h, sg ? 2 : tf, zy, lo, hi);
             const __m256i b0 = _mm256_loadu_si256((const __m256i*)(const void*)b);
             const __m256i b1 = _mm256_loadu_si256((const __m256i*)(const void*)(b + 8));
-#define EDGEC_Q8_RQ(a, h) edgec_q8_rqv8(a, &rv[h])
+#define EDGEC_Q8_RQ(a, h) edgec_q8_rqv8(a, &rv[h], kind)
             long j0 = 0;
             for (; P - j0 >= 3; j0 += EDGEC_Q8_PT) { /* tiles of 4 pixels (the last may hold 3) */
                 const int16_t* restrict x0 = xp + 2 * j0;
@@ -201,7 +203,7 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
 #undef EDGEC_Q8_BX
                 }
                 const long nj = P - j0 < EDGEC_Q8_PT ? P - j0 : EDGEC_Q8_PT;
-                if (!fast && !sg) {
+                if (!kind && !fast && !sg) {
                     int32_t t[EDGEC_Q8_PT][EDGEC_Q8_MC];
                     const __m256i acc[EDGEC_Q8_PT][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
                     for (int j = 0; j < EDGEC_Q8_PT; ++j)
@@ -213,10 +215,10 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                     continue;
                 }
                 /* one vector of 16 channels per pixel, then transposed: 4 pixels of each channel in one int32 */
-                const __m128i q0 = edgec_q8_pack16(EDGEC_Q8_RQ(c00, 0), EDGEC_Q8_RQ(c01, 1), rv);
-                const __m128i q1 = edgec_q8_pack16(EDGEC_Q8_RQ(c10, 0), EDGEC_Q8_RQ(c11, 1), rv);
-                const __m128i q2 = edgec_q8_pack16(EDGEC_Q8_RQ(c20, 0), EDGEC_Q8_RQ(c21, 1), rv);
-                const __m128i q3 = edgec_q8_pack16(EDGEC_Q8_RQ(c30, 0), EDGEC_Q8_RQ(c31, 1), rv);
+                const __m128i q0 = edgec_q8_pack16(EDGEC_Q8_RQ(c00, 0), EDGEC_Q8_RQ(c01, 1), rv, kind);
+                const __m128i q1 = edgec_q8_pack16(EDGEC_Q8_RQ(c10, 0), EDGEC_Q8_RQ(c11, 1), rv, kind);
+                const __m128i q2 = edgec_q8_pack16(EDGEC_Q8_RQ(c20, 0), EDGEC_Q8_RQ(c21, 1), rv, kind);
+                const __m128i q3 = edgec_q8_pack16(EDGEC_Q8_RQ(c30, 0), EDGEC_Q8_RQ(c31, 1), rv, kind);
                 const __m128i a01 = _mm_unpacklo_epi8(q0, q1), b01 = _mm_unpackhi_epi8(q0, q1);
                 const __m128i a23 = _mm_unpacklo_epi8(q2, q3), b23 = _mm_unpackhi_epi8(q2, q3);
                 int32_t cols[EDGEC_Q8_MC]; /* cols[r]: the 4 pixels of channel m0 + r */
@@ -251,7 +253,7 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                 a0 = _mm256_add_epi32(a0, e0);
                 a1 = _mm256_add_epi32(a1, e1);
                 int32_t t[EDGEC_Q8_MC];
-                if (!fast && !sg) {
+                if (!kind && !fast && !sg) {
                     _mm256_storeu_si256((__m256i*)(void*)t, a0);
                     _mm256_storeu_si256((__m256i*)(void*)(t + 8), a1);
                     for (long r = 0; r < mc; ++r)
@@ -259,7 +261,7 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                     continue;
                 }
                 int8_t q[EDGEC_Q8_MC];
-                _mm_storeu_si128((__m128i*)(void*)q, edgec_q8_pack16(EDGEC_Q8_RQ(a0, 0), EDGEC_Q8_RQ(a1, 1), rv));
+                _mm_storeu_si128((__m128i*)(void*)q, edgec_q8_pack16(EDGEC_Q8_RQ(a0, 0), EDGEC_Q8_RQ(a1, 1), rv, kind));
                 for (long r = 0; r < mc; ++r) yn[(m0 + r) * P + j0] = q[r];
             }
 #undef EDGEC_Q8_W
@@ -292,10 +294,12 @@ static const int edgec_q8_dw_lane[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 1
    edgec_q8_conv_cv. */
 EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* restrict x, const int16_t* restrict wq,
                                const int32_t* restrict bias, const int32_t* restrict mult,
-                               const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict buf, int tiefree)
+                               const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict buf, int rqflags)
 {
     const long C = p->c, H = p->h, W = p->w, OH = p->oh, OW = p->ow, KH = p->kh, KW = p->kw;
-    (void)tiefree; /* the AVX2 path's */
+    const int tiefree = rqflags & 1, kind = rqflags >> 1; /* the AVX2 path's */
+    (void)tiefree;
+    (void)kind;
     const long sh = p->sh, sw = p->sw, dh = p->dh, dw = p->dw, P = OH * OW;
     const int32_t zy = p->y_zp, lo = p->qmin, hi = p->qmax, pc = p->per_channel, single = p->single;
 #if EDGEC_Q8_AVX2
@@ -377,7 +381,7 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
             edgec_q8_rqv rv[2];
             for (int h = 0; h < 2; ++h) {
                 vb[h] = _mm256_loadu_si256((const __m256i*)(const void*)(bl + 8 * h));
-                if (fast || sg) rv[h] = edgec_q8_rqv_make(ml + 8 * h, el + 8 * h, sg ? 2 : tf, zy, lo, hi);
+                if (kind || fast || sg) rv[h] = edgec_q8_rqv_make(ml + 8 * h, el + 8 * h, sg ? 2 : tf, zy, lo, hi);
             }
             long oh = 0, ow = 0; /* the next pixel's row and column */
             for (long j0 = 0; j0 < P; j0 += 4) {
@@ -411,18 +415,19 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                     }
                 const __m256i al[4] = {a0, a1, a2, a3}, ah[4] = {h0, h1, h2, h3};
                 for (long j = 0; j < 4; ++j) {
-                    if (!fast && !sg) {
+                    if (!kind && !fast && !sg) {
                         _mm256_storeu_si256((__m256i*)(void*)t[j], al[j]);
                         _mm256_storeu_si256((__m256i*)(void*)(t[j] + 8), ah[j]);
                         continue;
                     }
-                    q[j] = edgec_q8_out16(edgec_q8_rqv8(al[j], &rv[0]), edgec_q8_rqv8(ah[j], &rv[1]), rv); /* lane order */
+                    q[j] = edgec_q8_out16(edgec_q8_rqv8(al[j], &rv[0], kind), edgec_q8_rqv8(ah[j], &rv[1], kind), rv,
+                                          kind); /* lane order */
                 }
                 if (nj == 4 && ++ow == OW) { /* pixel j0 + 4 */
                     ow = 0;
                     ++oh;
                 }
-                if (!fast && !sg) {
+                if (!kind && !fast && !sg) {
                     for (long l = 0; l < 16; ++l) {
                         const long r = edgec_q8_dw_lane[l];
                         if (r >= nc) continue;
@@ -512,7 +517,7 @@ def small_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.No
     p4 = -(-f["oh"] * f["ow"] // PT) * PT
     init = "{" + ", ".join(f".{n} = {int(v)}" for n, v in f.items()) + "}"
     body = (f"    static const edgec_q_conv_params p = {init};\n"
-            f"    edgec_q8_conv_cv(&p, x0, x1, x2, x3, x4, y0, s0, {int(tie_free(node, f))});\n")
+            f"    edgec_q8_conv_cv(&p, x0, x1, x2, x3, x4, y0, s0, {requant_flags(node, f)});\n")
     pointwise = (f["kh"] == f["kw"] == f["sh"] == f["sw"] == 1 and f["ph"] == f["pw"] == 0
                  and (f["oh"], f["ow"]) == (f["h"], f["w"]))
     hr = (f["oh"] - 1) * f["sh"] + (f["kh"] - 1) * f["dh"] + 1
@@ -564,7 +569,7 @@ def small_depthwise(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional
         return None
     init = "{" + ", ".join(f".{n} = {int(v)}" for n, v in f.items()) + "}"
     body = (f"    static const edgec_q_conv_params p = {init};\n"
-            f"    edgec_q8_dw_cv(&p, x0, x1, x2, x3, x4, y0, s0, {int(tie_free(node, f))});\n")
+            f"    edgec_q8_dw_cv(&p, x0, x1, x2, x3, x4, y0, s0, {requant_flags(node, f)});\n")
     ops = list(node.inputs)
     ops[1] = _packed(k, node.input(1), "q8dw", pack_dw_lanes)
     code = K.NodeCode(ops, body, ["q8_small"], typed=True, scratch=_dw_lanes_scratch(f))
