@@ -141,6 +141,37 @@ EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_make(const int32_t* m8, const int32_t*
     v.mode = mode;
     return v;
 }
+/* The same for a mode fixed at compile time (kind 1 or 2, as edgec_q8_rqv8's) from vectors of the 8 lanes' M0
+   and shift (= -e): a few vector instructions instead of the per-lane tables (the 16-channel blocks of the
+   small-plane kernels set it up once per block). */
+EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_vec(__m256i m, __m256i shift, int kind, int32_t zy, int32_t lo, int32_t hi)
+{
+    edgec_q8_rqv v;
+    const __m256i zero = _mm256_setzero_si256(), e = _mm256_sub_epi32(zero, shift);
+    const __m256i ee = _mm256_blend_epi32(e, zero, 0xAA), eo = _mm256_srli_epi64(e, 32); /* e of even, odd lanes */
+    const __m256i c30 = _mm256_set1_epi64x((int64_t)1 << 30), c31 = _mm256_set1_epi64x(31);
+    v.m = m;
+    v.mo = _mm256_srli_epi64(m, 32);
+    v.e = e;
+    v.mask = v.half = zero;
+    if (kind == 1) { /* 2^30 + 2^(30+e); counts 31 + e (even) and e - 1 (odd) */
+        v.ke = _mm256_add_epi64(c30, _mm256_sllv_epi64(c30, ee));
+        v.ko = _mm256_add_epi64(c30, _mm256_sllv_epi64(c30, eo));
+        v.ce = _mm256_add_epi64(ee, c31);
+        v.co = _mm256_sub_epi64(eo, _mm256_set1_epi64x(1));
+        v.fix = zero;
+    } else { /* 2^(30+e) + 2^62; counts 31 + e; less 2^(31-e) */
+        const __m256i c62 = _mm256_set1_epi64x((int64_t)1 << 62);
+        v.ke = _mm256_add_epi64(c62, _mm256_sllv_epi64(c30, ee));
+        v.ko = _mm256_add_epi64(c62, _mm256_sllv_epi64(c30, eo));
+        v.ce = _mm256_add_epi64(ee, c31);
+        v.co = _mm256_add_epi64(eo, c31);
+        v.fix = _mm256_sub_epi32(zero, _mm256_sllv_epi32(_mm256_set1_epi32(1), _mm256_sub_epi32(_mm256_set1_epi32(31), e)));
+    }
+    edgec_q8_rqv_out(&v, zy, lo, hi);
+    v.mode = kind;
+    return v;
+}
 /* The same with one M0 and e for all lanes (one channel), from broadcasts. */
 EDGEC_Q8_INLINE edgec_q8_rqv edgec_q8_rqv_set1(int32_t m0, int e, int mode, int32_t zy, int32_t lo, int32_t hi)
 {
@@ -524,9 +555,12 @@ EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* 
                     q[r] = edgec_q8_rq_make(bias[m], mult[c], shift[c], p->y_zp, p->qmin, p->qmax, p->single, tiefree);
                 }
                 const int16_t* restrict ap = wp + 2 * EDGEC_Q8_MR * K2 * (m0 / EDGEC_Q8_MR);
-                for (long j0 = b0; j0 < b1; j0 += EDGEC_Q8_NR)
-                    edgec_q8_tile(K2, ap, bp + (j0 - b0) / EDGEC_Q8_NR * PS, q, mr, yn + m0 * P + j0, P,
-                                  b1 - j0 < EDGEC_Q8_NR ? b1 - j0 : EDGEC_Q8_NR, kind);
+                const int16_t* restrict bj = bp;
+                int8_t* restrict yj = yn + m0 * P + b0;
+                long j0 = b0;
+                for (; j0 + EDGEC_Q8_NR <= b1; j0 += EDGEC_Q8_NR, bj += PS, yj += EDGEC_Q8_NR) /* whole panels */
+                    edgec_q8_tile(K2, ap, bj, q, mr, yj, P, EDGEC_Q8_NR, kind);
+                if (j0 < b1) edgec_q8_tile(K2, ap, bj, q, mr, yj, P, b1 - j0, kind);
             }
         }
     }

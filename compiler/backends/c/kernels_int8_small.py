@@ -168,16 +168,26 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
             const long mc = M - m0 < EDGEC_Q8_MC ? M - m0 : EDGEC_Q8_MC;
             const int8_t* restrict ap = wp + 2 * EDGEC_Q8_MC * K2 * (m0 / EDGEC_Q8_MC);
             int32_t b[EDGEC_Q8_MC], mv[EDGEC_Q8_MC], ev[EDGEC_Q8_MC];
-            int fast, sg;
-            edgec_q8_block_params(m0, mc, bias, mult, shift, pc, single, b, mv, ev, &fast, &sg);
+            int fast = 1, sg = 0;
 #if EDGEC_Q8_AVX2
-            int tf = fast && tiefree;
-            for (long r = 0; r < EDGEC_Q8_MC; ++r) tf = tf && ev[r] >= 1;
             edgec_q8_rqv rv[2]; /* channels 0-7 and 8-15 */
-            if (kind || fast || sg)
-                for (int h = 0; h < 2; ++h) rv[h] = edgec_q8_rqv_make(mv + 8 * h, ev + 8 * h, sg ? 2 : tf, zy, lo, hi);
-            const __m256i b0 = _mm256_loadu_si256((const __m256i*)(const void*)b);
-            const __m256i b1 = _mm256_loadu_si256((const __m256i*)(const void*)(b + 8));
+            __m256i b0, b1;
+            if (kind && pc && mc == EDGEC_Q8_MC) { /* a whole block with per-channel parameters: vector loads */
+#define EDGEC_Q8_L(a, o) _mm256_loadu_si256((const __m256i*)(const void*)((a) + m0 + (o)))
+                for (int h = 0; h < 2; ++h) rv[h] = edgec_q8_rqv_vec(EDGEC_Q8_L(mult, 8 * h), EDGEC_Q8_L(shift, 8 * h), kind,
+                                                                    zy, lo, hi);
+                b0 = EDGEC_Q8_L(bias, 0);
+                b1 = EDGEC_Q8_L(bias, 8);
+#undef EDGEC_Q8_L
+            } else {
+                edgec_q8_block_params(m0, mc, bias, mult, shift, pc, single, b, mv, ev, &fast, &sg);
+                int tf = fast && tiefree;
+                for (long r = 0; r < EDGEC_Q8_MC; ++r) tf = tf && ev[r] >= 1;
+                if (kind || fast || sg)
+                    for (int h = 0; h < 2; ++h) rv[h] = edgec_q8_rqv_make(mv + 8 * h, ev + 8 * h, sg ? 2 : tf, zy, lo, hi);
+                b0 = _mm256_loadu_si256((const __m256i*)(const void*)b);
+                b1 = _mm256_loadu_si256((const __m256i*)(const void*)(b + 8));
+            }
 #define EDGEC_Q8_RQ(a, h) edgec_q8_rqv8(a, &rv[h], kind)
             long j0 = 0;
             for (; P - j0 >= 3; j0 += EDGEC_Q8_PT) { /* tiles of 4 pixels (the last may hold 3) */
@@ -267,6 +277,9 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
 #undef EDGEC_Q8_W
 #undef EDGEC_Q8_RQ
 #else
+            edgec_q8_block_params(m0, mc, bias, mult, shift, pc, single, b, mv, ev, &fast, &sg);
+            (void)fast;
+            (void)sg;
             for (long j = 0; j < P; ++j) {
                 for (long r = 0; r < mc; ++r) {
                     int32_t acc = b[r];
@@ -316,8 +329,7 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
         for (long c0 = 0; c0 < C; c0 += 16) {
             const long nc = C - c0 < 16 ? C - c0 : 16;
             int32_t b[16], mv[16], ev[16];
-            int fast, sg;
-            edgec_q8_block_params(c0, nc, bias, mult, shift, pc, single, b, mv, ev, &fast, &sg);
+            int fast = 1, sg = 0;
 #if EDGEC_Q8_AVX2
             const int8_t* xr[16]; /* the 16 input planes (the zero point's row past the last channel) */
             for (long r = 0; r < 16; ++r) xr[r] = r < nc ? x + (n * C + c0 + r) * H * W : 0;
@@ -369,19 +381,31 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                     _mm256_storeu_si256((__m256i*)(void*)(pb + (i * Wp + j) * 32 + 16), _mm256_unpackhi_epi16(a, e));
                 }
             const int16_t* restrict wb = wq + (c0 / 16) * KH * KW2 * 32;
-            int32_t bl[16], ml[16], el[16]; /* in lane order */
-            for (int l = 0; l < 16; ++l) {
-                bl[l] = b[edgec_q8_dw_lane[l]];
-                ml[l] = mv[edgec_q8_dw_lane[l]];
-                el[l] = ev[edgec_q8_dw_lane[l]];
-            }
-            int tf = fast && tiefree;
-            for (int l = 0; l < 16; ++l) tf = tf && el[l] >= 1;
             __m256i vb[2];
             edgec_q8_rqv rv[2];
-            for (int h = 0; h < 2; ++h) {
-                vb[h] = _mm256_loadu_si256((const __m256i*)(const void*)(bl + 8 * h));
-                if (kind || fast || sg) rv[h] = edgec_q8_rqv_make(ml + 8 * h, el + 8 * h, sg ? 2 : tf, zy, lo, hi);
+            if (kind && pc && nc == 16) { /* a whole block with per-channel parameters: vector loads, in lane order */
+#define EDGEC_Q8_L(a, imm)                                                                                         \
+    _mm256_permute2x128_si256(_mm256_loadu_si256((const __m256i*)(const void*)((a) + c0)),                           \
+                              _mm256_loadu_si256((const __m256i*)(const void*)((a) + c0 + 8)), imm)
+                vb[0] = EDGEC_Q8_L(bias, 0x20); /* channels 0-3, 8-11 */
+                vb[1] = EDGEC_Q8_L(bias, 0x31); /* 4-7, 12-15 */
+                rv[0] = edgec_q8_rqv_vec(EDGEC_Q8_L(mult, 0x20), EDGEC_Q8_L(shift, 0x20), kind, zy, lo, hi);
+                rv[1] = edgec_q8_rqv_vec(EDGEC_Q8_L(mult, 0x31), EDGEC_Q8_L(shift, 0x31), kind, zy, lo, hi);
+#undef EDGEC_Q8_L
+            } else {
+                edgec_q8_block_params(c0, nc, bias, mult, shift, pc, single, b, mv, ev, &fast, &sg);
+                int32_t bl[16], ml[16], el[16]; /* in lane order */
+                for (int l = 0; l < 16; ++l) {
+                    bl[l] = b[edgec_q8_dw_lane[l]];
+                    ml[l] = mv[edgec_q8_dw_lane[l]];
+                    el[l] = ev[edgec_q8_dw_lane[l]];
+                }
+                int tf = fast && tiefree;
+                for (int l = 0; l < 16; ++l) tf = tf && el[l] >= 1;
+                for (int h = 0; h < 2; ++h) {
+                    vb[h] = _mm256_loadu_si256((const __m256i*)(const void*)(bl + 8 * h));
+                    if (kind || fast || sg) rv[h] = edgec_q8_rqv_make(ml + 8 * h, el + 8 * h, sg ? 2 : tf, zy, lo, hi);
+                }
             }
             long oh = 0, ow = 0; /* the next pixel's row and column */
             for (long j0 = 0; j0 < P; j0 += 4) {
@@ -452,6 +476,9 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
             }
 #else
             (void)buf;
+            edgec_q8_block_params(c0, nc, bias, mult, shift, pc, single, b, mv, ev, &fast, &sg);
+            (void)fast;
+            (void)sg;
             for (long r = 0; r < nc; ++r) {
                 const long c = c0 + r;
                 const int8_t* restrict xc = x + (n * C + c) * H * W;
