@@ -147,6 +147,36 @@ static inline __m128i edgec_q8_pack16(__m256i a, __m256i b, const edgec_q8_rqv* 
 {
     return _mm_shuffle_epi32(edgec_q8_out16(a, b, q, kind), 0xD8);
 }
+
+/* Stores a tile of 4 pixels x 16 channels (q[j]: pixel j's 16 int8 channels, in order) as the first nj <= 4
+   pixels of the rows y + r * P of channels r < nc. */
+static inline void edgec_q8_store_cols(const __m128i* q, int8_t* restrict y, long P, long nc, long nj)
+{
+    const __m128i a01 = _mm_unpacklo_epi8(q[0], q[1]), b01 = _mm_unpackhi_epi8(q[0], q[1]);
+    const __m128i a23 = _mm_unpacklo_epi8(q[2], q[3]), b23 = _mm_unpackhi_epi8(q[2], q[3]);
+    const __m128i c0 = _mm_unpacklo_epi16(a01, a23), c1 = _mm_unpackhi_epi16(a01, a23); /* channels 0-3, 4-7 */
+    const __m128i c2 = _mm_unpacklo_epi16(b01, b23), c3 = _mm_unpackhi_epi16(b01, b23); /* 8-11, 12-15 */
+    if (nj == 4 && nc == 16) { /* the 4 pixels of each channel straight from the registers */
+#define EDGEC_Q8_COL(v, i, r)                                                                                      \
+    do {                                                                                                           \
+        const int32_t t_ = _mm_extract_epi32(v, i);                                                                \
+        memcpy(y + (r) * P, &t_, 4);                                                                               \
+    } while (0)
+        EDGEC_Q8_COL(c0, 0, 0); EDGEC_Q8_COL(c0, 1, 1); EDGEC_Q8_COL(c0, 2, 2); EDGEC_Q8_COL(c0, 3, 3);
+        EDGEC_Q8_COL(c1, 0, 4); EDGEC_Q8_COL(c1, 1, 5); EDGEC_Q8_COL(c1, 2, 6); EDGEC_Q8_COL(c1, 3, 7);
+        EDGEC_Q8_COL(c2, 0, 8); EDGEC_Q8_COL(c2, 1, 9); EDGEC_Q8_COL(c2, 2, 10); EDGEC_Q8_COL(c2, 3, 11);
+        EDGEC_Q8_COL(c3, 0, 12); EDGEC_Q8_COL(c3, 1, 13); EDGEC_Q8_COL(c3, 2, 14); EDGEC_Q8_COL(c3, 3, 15);
+#undef EDGEC_Q8_COL
+        return;
+    }
+    int8_t cols[16][4]; /* cols[r]: the 4 pixels of channel r */
+    _mm_storeu_si128((__m128i*)(void*)cols, c0);
+    _mm_storeu_si128((__m128i*)(void*)cols[4], c1);
+    _mm_storeu_si128((__m128i*)(void*)cols[8], c2);
+    _mm_storeu_si128((__m128i*)(void*)cols[12], c3);
+    for (long r = 0; r < nc; ++r)
+        for (long j = 0; j < nj; ++j) y[r * P + j] = cols[r][j];
+}
 #endif
 
 /* Convolution (one group) of a small output plane: y[m][j] = requant(bias[m] + sum_k W[m][k] X[k][j]) with the
@@ -229,18 +259,8 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                 const __m128i q1 = edgec_q8_pack16(EDGEC_Q8_RQ(c10, 0), EDGEC_Q8_RQ(c11, 1), rv, kind);
                 const __m128i q2 = edgec_q8_pack16(EDGEC_Q8_RQ(c20, 0), EDGEC_Q8_RQ(c21, 1), rv, kind);
                 const __m128i q3 = edgec_q8_pack16(EDGEC_Q8_RQ(c30, 0), EDGEC_Q8_RQ(c31, 1), rv, kind);
-                const __m128i a01 = _mm_unpacklo_epi8(q0, q1), b01 = _mm_unpackhi_epi8(q0, q1);
-                const __m128i a23 = _mm_unpacklo_epi8(q2, q3), b23 = _mm_unpackhi_epi8(q2, q3);
-                int32_t cols[EDGEC_Q8_MC]; /* cols[r]: the 4 pixels of channel m0 + r */
-                _mm_storeu_si128((__m128i*)(void*)cols, _mm_unpacklo_epi16(a01, a23));
-                _mm_storeu_si128((__m128i*)(void*)(cols + 4), _mm_unpackhi_epi16(a01, a23));
-                _mm_storeu_si128((__m128i*)(void*)(cols + 8), _mm_unpacklo_epi16(b01, b23));
-                _mm_storeu_si128((__m128i*)(void*)(cols + 12), _mm_unpackhi_epi16(b01, b23));
-                if (nj == EDGEC_Q8_PT) {
-                    for (long r = 0; r < mc; ++r) memcpy(yn + (m0 + r) * P + j0, cols + r, 4);
-                } else {
-                    for (long r = 0; r < mc; ++r) memcpy(yn + (m0 + r) * P + j0, cols + r, (size_t)nj);
-                }
+                const __m128i qs[4] = {q0, q1, q2, q3};
+                edgec_q8_store_cols(qs, yn + m0 * P + j0, P, mc, nj);
             }
             for (; j0 < P; ++j0) { /* the last 1 or 2 pixels one at a time (a tile would be mostly padding) */
                 const int16_t* restrict x0 = xp + 2 * j0;
@@ -321,8 +341,8 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
     const long Wb = Wp + dw, KW2 = (KW + 1) / 2; /* an odd row's last pair reads dw columns past the reach */
     const int16_t zx = (int16_t)p->x_zp;
     int16_t* restrict pb = buf + Hp * Wb * 16;
-    int8_t zrow[8];
-    for (int i = 0; i < 8; ++i) zrow[i] = (int8_t)zx;
+    int8_t* restrict zplane = (int8_t*)(void*)(pb + Hp * Wp * 32); /* the planes past the last channel */
+    memset(zplane, p->x_zp, (size_t)(H * W));
     for (long i = 0; i < Hp * Wb * 16; ++i) buf[i] = zx; /* the borders, once */
 #endif
     for (long n = 0; n < p->n; ++n) {
@@ -331,17 +351,22 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
             int32_t b[16], mv[16], ev[16];
             int fast = 1, sg = 0;
 #if EDGEC_Q8_AVX2
-            const int8_t* xr[16]; /* the 16 input planes (the zero point's row past the last channel) */
-            for (long r = 0; r < 16; ++r) xr[r] = r < nc ? x + (n * C + c0 + r) * H * W : 0;
-            long f = 0; /* chunks of 8 pixels of the flattened planes (any width), transposed to 8 x 16 channels */
-            for (long ih0 = 0, iw0 = 0; f + 8 <= H * W; f += 8) {
-                __m128i t[8], u[8], v[8], px[8];
-                for (int i = 0; i < 8; ++i) {
-                    const int8_t* a = xr[2 * i] ? xr[2 * i] + f : zrow;
-                    const int8_t* e = xr[2 * i + 1] ? xr[2 * i + 1] + f : zrow;
-                    t[i] = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i*)(const void*)a),
-                                             _mm_loadl_epi64((const __m128i*)(const void*)e));
+            const int8_t* xr[16]; /* the 16 input planes (past the last channel: the zero point's) */
+            for (long r = 0; r < 16; ++r) xr[r] = r < nc ? x + (n * C + c0 + r) * H * W : zplane;
+            /* chunks of 8 pixels of the flattened planes (any width), transposed to 8 x 16 channels; the last chunk
+               overlaps the one before (the same pixels are written twice) */
+            const long HW = H * W, nf = HW < 8 ? 0 : (HW + 7) / 8;
+            long ih0 = 0, iw0 = 0; /* the chunk's first pixel */
+            for (long i8 = 0; i8 < nf; ++i8) {
+                const long f = i8 + 1 < nf ? 8 * i8 : HW - 8;
+                if (f != 8 * i8) {
+                    ih0 = f / W;
+                    iw0 = f - ih0 * W;
                 }
+                __m128i t[8], u[8], v[8], px[8];
+                for (int i = 0; i < 8; ++i)
+                    t[i] = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i*)(const void*)(xr[2 * i] + f)),
+                                             _mm_loadl_epi64((const __m128i*)(const void*)(xr[2 * i + 1] + f)));
                 for (int i = 0; i < 4; ++i) {
                     u[2 * i] = _mm_unpacklo_epi16(t[2 * i], t[2 * i + 1]);
                     u[2 * i + 1] = _mm_unpackhi_epi16(t[2 * i], t[2 * i + 1]);
@@ -366,11 +391,10 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                     }
                 }
             }
-            for (; f < H * W; ++f) {
+            for (long f = 8 * nf; f < HW; ++f) { /* planes of fewer than 8 pixels */
                 const long ih = f / W, iw = f % W;
                 if (ih < ihe && iw < iwe)
-                    for (long r = 0; r < 16; ++r)
-                        buf[((ih + p->ph) * Wb + iw + p->pw) * 16 + r] = xr[r] ? xr[r][f] : zx;
+                    for (long r = 0; r < 16; ++r) buf[((ih + p->ph) * Wb + iw + p->pw) * 16 + r] = xr[r][f];
             }
             for (long i = 0; i < Hp; ++i) /* the row pairs */
                 for (long j = 0; j < Wp; ++j) {
@@ -422,10 +446,12 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                 }
                 /* the 8 accumulators as named variables: arrays indexed in a loop stay on the stack */
                 __m256i a0 = vb[0], a1 = vb[0], a2 = vb[0], a3 = vb[0], h0 = vb[1], h1 = vb[1], h2 = vb[1], h3 = vb[1];
-                for (long kh = 0; kh < KH; ++kh)
-                    for (long k2 = 0; k2 < KW2; ++k2) {
+                /* 3x3 windows (most of them) with constant trip counts: the tap loops unroll */
+                const long nkh = KH == 3 && KW2 == 2 ? 3 : KH, nk2 = KH == 3 && KW2 == 2 ? 2 : KW2;
+                for (long kh = 0; kh < nkh; ++kh)
+                    for (long k2 = 0; k2 < nk2; ++k2) {
                         const long off = (kh * dh * Wp + 2 * k2 * dw) * 32;
-                        const int16_t* restrict wt = wb + (kh * KW2 + k2) * 32;
+                        const int16_t* restrict wt = wb + (kh * nk2 + k2) * 32;
                         const __m256i wl = _mm256_loadu_si256((const __m256i*)(const void*)wt);
                         const __m256i wh = _mm256_loadu_si256((const __m256i*)(const void*)(wt + 16));
 #define EDGEC_Q8_DWP(j, al, ah)                                                                                    \
@@ -461,18 +487,7 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                     }
                     continue;
                 }
-                const __m128i a01 = _mm_unpacklo_epi8(q[0], q[1]), b01 = _mm_unpackhi_epi8(q[0], q[1]);
-                const __m128i a23 = _mm_unpacklo_epi8(q[2], q[3]), b23 = _mm_unpackhi_epi8(q[2], q[3]);
-                int32_t cols[16]; /* cols[r]: the 4 pixels of channel c0 + r */
-                _mm_storeu_si128((__m128i*)(void*)cols, _mm_unpacklo_epi16(a01, a23));
-                _mm_storeu_si128((__m128i*)(void*)(cols + 4), _mm_unpackhi_epi16(a01, a23));
-                _mm_storeu_si128((__m128i*)(void*)(cols + 8), _mm_unpacklo_epi16(b01, b23));
-                _mm_storeu_si128((__m128i*)(void*)(cols + 12), _mm_unpackhi_epi16(b01, b23));
-                if (nj == 4) {
-                    for (long r = 0; r < nc; ++r) memcpy(y + (n * C + c0 + r) * P + j0, cols + r, 4);
-                } else {
-                    for (long r = 0; r < nc; ++r) memcpy(y + (n * C + c0 + r) * P + j0, cols + r, (size_t)nj);
-                }
+                edgec_q8_store_cols(q, y + (n * C + c0) * P + j0, P, nc, nj);
             }
 #else
             (void)buf;
@@ -562,10 +577,11 @@ DW_MAX_TAPS = 25
 
 
 def _dw_lanes_scratch(f: Dict[str, int]) -> int:
-    """Bytes of the transposed padded block of 16 planes and of its row pairs (the same sizes as the C)."""
+    """Bytes of the transposed padded block of 16 planes, of its row pairs and of a zero-point input plane (the
+    same sizes as the C)."""
     hp = (f["oh"] - 1) * f["sh"] + (f["kh"] - 1) * f["dh"] + 1
     wp = (f["ow"] - 1) * f["sw"] + (f["kw"] - 1) * f["dw"] + 1
-    return 2 * 16 * hp * (wp + f["dw"]) + 2 * 32 * hp * wp
+    return 2 * 16 * hp * (wp + f["dw"]) + 2 * 32 * hp * wp + f["h"] * f["w"]
 
 
 def dw_lanes_pays(f: Dict[str, int]) -> bool:
