@@ -398,14 +398,14 @@ static inline void edgec_q8_koff(const edgec_q_conv_params* p, int32_t* restrict
 }
 
 /* Packs output pixels [j0, j0 + nj) (nj <= NR) of the im2col matrix of x (one image) into one panel
-   bp[K2][NR][2] int16: k pairs adjacent, padding = the input zero point, unused columns and the odd k zero
-   (koff: edgec_q8_koff of p). */
+   bp[K2][NR][2] int16: k pairs adjacent, unused columns and the odd k zero (koff: edgec_q8_koff of p).
+   Precondition: every window lies inside x (no pads: edgec_q8_conv_gemm packs a padded convolution from
+   zero-point bordered copies of its planes). */
 EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t* restrict x, long j0, long nj,
                                 int16_t* restrict bp, const int32_t* restrict koff)
 {
     const long C = p->c, H = p->h, W = p->w, OW = p->ow, KH = p->kh, KW = p->kw, K0 = C * KH * KW;
     const long K2 = (K0 + 1) / 2, HW = H * W;
-    const int16_t zx = (int16_t)p->x_zp;
     if (KH == 1 && KW == 1 && p->sh == 1 && p->sw == 1 && p->ph == 0 && p->pw == 0 && p->oh == p->h && OW == W) {
         for (long kk = 0; kk < K2; ++kk) { /* pointwise: the input planes are the rows of B */
             const int8_t* restrict x0 = x + 2 * kk * HW + j0;
@@ -477,32 +477,28 @@ EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t*
             ++oh;
         }
     }
-    long c = 0, kh = 0, kw = 0;
-    for (long k = 0; k < 2 * K2; ++k) {
-        int16_t* restrict d = bp + 2 * EDGEC_Q8_NR * (k / 2) + (k & 1);
-        const int8_t* restrict xc = x + c * HW;
-        const long dh = kh * p->dh, dw = kw * p->dw;
-        for (long j = 0; j < (k < K0 ? nj : 0); ++j) {
-            const long ih = ih0[j] + dh, iw = iw0[j] + dw;
-            d[2 * j] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? (int16_t)xc[ih * W + iw] : zx;
+    /* panels across output rows: gathers (every window is inside the input, see the precondition) */
+    const int8_t* xj[EDGEC_Q8_NR];
+    for (long j = 0; j < nj; ++j) xj[j] = x + ih0[j] * W + iw0[j];
+    for (long kk = 0; kk < K2; ++kk) {
+        const long o0 = koff[2 * kk], o1 = koff[2 * kk + 1];
+        const int16_t m = 2 * kk + 1 < K0;
+        int16_t* restrict d = bp + 2 * EDGEC_Q8_NR * kk;
+        long j = 0;
+        for (; j < nj; ++j) {
+            d[2 * j] = xj[j][o0];
+            d[2 * j + 1] = (int16_t)(m * xj[j][o1]);
         }
-        for (long j = k < K0 ? nj : 0; j < EDGEC_Q8_NR; ++j) d[2 * j] = 0; /* unused columns, the odd k */
-        if (++kw == KW) { /* next (c, kh, kw) */
-            kw = 0;
-            if (++kh == KH) {
-                kh = 0;
-                ++c;
-            }
-        }
+        for (; j < EDGEC_Q8_NR; ++j) d[2 * j] = d[2 * j + 1] = 0;
     }
 }
 
 /* One-group convolution as GEMM: blocks of up to nb panels of NR output pixels are packed from the input
    (im2col, scratch bp: nb * K2 * NR * 2 int16), then every panel of MR output channels of the compile-time
    packed weights wp (with its requantization parameters, set up once per block) meets each packed panel in
-   the register tile. A padded convolution (output rows of at least NR pixels) first copies each image into
-   a plane per channel bordered with the input zero point (int8, after the panels in the scratch), so that
-   every panel within one output row packs by strided copies, not by the bounds-checked general path. */
+   the register tile. A padded convolution first copies each image into a plane per channel bordered with the
+   input zero point (int8, after the panels in the scratch), so that every panel packs by strided copies (16
+   pixels of one output row) or by gathers without bounds checks (panels across rows, narrow outputs). */
 EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* restrict x, const int16_t* restrict wp,
                                    const int32_t* restrict bias, const int32_t* restrict mult,
                                    const int32_t* restrict shift, int8_t* restrict y, int16_t* restrict bp, long nb,
@@ -515,7 +511,7 @@ EDGEC_Q8_FN void edgec_q8_conv_gemm(const edgec_q_conv_params* p, const int8_t* 
     /* the rows and columns the windows span (beyond H, W: the implicit end pads) */
     const long HR = ((long)p->oh - 1) * p->sh + ((long)p->kh - 1) * p->dh + 1;
     const long WR = ((long)p->ow - 1) * p->sw + ((long)p->kw - 1) * p->dw + 1;
-    const int pad = p->ow >= EDGEC_Q8_NR && (ph > 0 || pw > 0 || HR > H || WR > W);
+    const int pad = ph > 0 || pw > 0 || HR > H || WR > W;
     const long HP = HR + 1; /* a row of slack: the stride-2 packing reads 32 bytes for 31 */
     int32_t* restrict koff = (int32_t*)(void*)bp; /* the im2col offsets, then the panels */
     bp += 4 * K2;
@@ -861,7 +857,7 @@ def fast_conv(node: Node, k: KernelContext, f: Dict[str, int]) -> Optional[K.Nod
         # then, for a padded convolution, its zero-point bordered int8 planes (the same sizes as the C)
         hr = (f["oh"] - 1) * f["sh"] + (f["kh"] - 1) * f["dh"] + 1
         wr = (f["ow"] - 1) * f["sw"] + (f["kw"] - 1) * f["dw"] + 1
-        pad = f["ow"] >= NR and (f["ph"] > 0 or f["pw"] > 0 or hr > f["h"] or wr > f["w"])
+        pad = f["ph"] > 0 or f["pw"] > 0 or hr > f["h"] or wr > f["w"]
         planes = f["c"] * (hr + 1) * wr if pad else 0
         return _int16_scratch(K.NodeCode(ops, body, ["q8_fast"], typed=True,
                                          scratch=4 * 2 * k2 + 2 * 2 * NR * k2 * nb + planes))  # offsets, panels

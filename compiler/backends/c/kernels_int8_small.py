@@ -262,7 +262,9 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                 const __m128i qs[4] = {q0, q1, q2, q3};
                 edgec_q8_store_cols(qs, yn + m0 * P + j0, P, mc, nj);
             }
-            for (; j0 < P; ++j0) { /* the last 1 or 2 pixels one at a time (a tile would be mostly padding) */
+            /* the last 1 or 2 pixels one at a time (a tile would be mostly padding); the explicit bound keeps GCC's
+               loop analysis of the constant-propagated clones from assuming more */
+            for (const long jt = j0 + 2 < P ? j0 + 2 : P; j0 < jt; ++j0) {
                 const int16_t* restrict x0 = xp + 2 * j0;
                 __m256i a0 = b0, a1 = b1, e0 = _mm256_setzero_si256(), e1 = e0; /* even and odd k: 4 chains */
 #define EDGEC_Q8_X(kk) _mm256_broadcastd_epi32(_mm_loadu_si32((const void*)(x0 + 2 * P4 * (kk))))
