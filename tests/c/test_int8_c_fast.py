@@ -132,7 +132,7 @@ def test_fast_kernels_bit_exact(variant: Any, rounding: str, place: Any, models:
     write_c(code, str(tmp_path))
     samples = _samples()
     for label, flags, sanitize in BUILDS:
-        prog = build(str(tmp_path), code.report, opt="-O1" if sanitize else "-O2", sanitize=sanitize,
+        prog = build(str(tmp_path), code.report, opt="-O1" if sanitize else "-O3", sanitize=sanitize,
                      extra_flags=flags)
         chk = check_int8(prog, code, qdq, samples, rounding=rounding, io=res.io)
         assert chk.ok and chk.max_float_diff == 0.0, f"{label}: {chk.summary()}"
@@ -200,7 +200,7 @@ def _check_gemm_layers(shape: Sequence[int], nodes: List[onnx.NodeProto], inits:
     write_c(code, str(tmp_path))
     samples = [{"x": RNG.uniform(-1.5, 2.5, shape).astype(np.float32)} for _ in range(2)]
     for label, flags, sanitize in BUILDS:
-        prog = build(str(tmp_path), code.report, opt="-O1" if sanitize else "-O2", sanitize=sanitize,
+        prog = build(str(tmp_path), code.report, opt="-O1" if sanitize else "-O3", sanitize=sanitize,
                      extra_flags=flags)
         chk = check_int8(prog, code, qdq, samples, rounding="double", io=res.io)
         assert chk.ok and chk.max_float_diff == 0.0, f"{label}: {chk.summary()}"

@@ -137,7 +137,7 @@ def test_small_plane_kernel_bit_exact(variant: Any, rounding: str, models: Any, 
     assert src.count("    edgec_q8_dw_cv(&p,") == 3
     write_c(code, str(tmp_path))
     for label, flags, sanitize in BUILDS:
-        prog = build(str(tmp_path), code.report, opt="-O1" if sanitize else "-O2", sanitize=sanitize,
+        prog = build(str(tmp_path), code.report, opt="-O1" if sanitize else "-O3", sanitize=sanitize,
                      extra_flags=flags)
         chk = check_int8(prog, code, qdq, _samples(), rounding=rounding, io=res.io)
         assert chk.ok and chk.max_float_diff == 0.0, f"{label}: {chk.summary()}"

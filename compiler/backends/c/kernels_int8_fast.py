@@ -271,7 +271,7 @@ static inline void edgec_q8_requant16(const int32_t* restrict t, const edgec_q8_
 {
     int8_t out[16];
     if (!q->fast || q->single) {
-        for (long j = 0; j < n; ++j)
+        for (long j = 0; j < n && j < 16; ++j)
             y[j] = edgec_q_requant1(t[j] + q->b, q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
         return;
     }
@@ -283,10 +283,11 @@ static inline void edgec_q8_requant16(const int32_t* restrict t, const edgec_q8_
         const int32_t v = (s >> e) + ((s & mask) > half + (s < 0) ? 1 : 0) + q->zy;
         out[j] = (int8_t)(v < q->lo ? q->lo : (v > q->hi ? q->hi : v));
     }
-    for (long j = 0; j < n; ++j) y[j] = out[j];
+    for (long j = 0; j < n && j < 16; ++j) y[j] = out[j];
 }
 #if EDGEC_Q8_AVX2
-/* y[0, n) = the first n <= 16 bytes of v. */
+/* y[0, n) = the first n <= 16 bytes of v. (The copies from the 16-element arrays here and below also stop at 16:
+   GCC's -Warray-bounds cannot always prove n <= 16 once a whole layer is inlined.) */
 static inline void edgec_q8_put16(__m128i v, int8_t* restrict y, long n)
 {
     if (n == 16) {
@@ -294,7 +295,7 @@ static inline void edgec_q8_put16(__m128i v, int8_t* restrict y, long n)
     } else {
         int8_t t[16];
         _mm_storeu_si128((__m128i*)(void*)t, v);
-        for (long j = 0; j < n; ++j) y[j] = t[j];
+        for (long j = 0; j < n && j < 16; ++j) y[j] = t[j];
     }
 }
 /* Requantize and store n <= 16 outputs of one channel held as lo = outputs {0-3, 8-11}, hi = {4-7, 12-15}
@@ -308,7 +309,8 @@ EDGEC_Q8_INLINE void edgec_q8_store16(__m256i lo, __m256i hi, const edgec_q8_rq*
         int32_t t[16];
         _mm256_storeu_si256((__m256i*)(void*)t, _mm256_permute2x128_si256(lo, hi, 0x20));
         _mm256_storeu_si256((__m256i*)(void*)(t + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
-        for (long j = 0; j < n; ++j) y[j] = edgec_q_requant1(t[j], q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
+        for (long j = 0; j < n && j < 16; ++j)
+            y[j] = edgec_q_requant1(t[j], q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
         return;
     }
     edgec_q8_put16(edgec_q8_out16(edgec_q8_rqv8(lo, &q->v, kind), edgec_q8_rqv8(hi, &q->v, kind), &q->v, kind), y,
@@ -323,7 +325,8 @@ EDGEC_Q8_INLINE void edgec_q8_store16_seq(__m256i a, __m256i b, const edgec_q8_r
         int32_t t[16];
         _mm256_storeu_si256((__m256i*)(void*)t, a);
         _mm256_storeu_si256((__m256i*)(void*)(t + 8), b);
-        for (long j = 0; j < n; ++j) y[j] = edgec_q_requant1(t[j], q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
+        for (long j = 0; j < n && j < 16; ++j)
+            y[j] = edgec_q_requant1(t[j], q->m0, q->s0, q->zy, q->lo, q->hi, q->single);
         return;
     }
     /* bytes 0-3 8-11 4-7 12-15 */
@@ -406,6 +409,7 @@ EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t*
 {
     const long C = p->c, H = p->h, W = p->w, OW = p->ow, KH = p->kh, KW = p->kw, K0 = C * KH * KW;
     const long K2 = (K0 + 1) / 2, HW = H * W;
+    nj = nj < EDGEC_Q8_NR ? nj : EDGEC_Q8_NR; /* (for GCC's bounds analysis: the caller passes nj <= NR) */
     if (KH == 1 && KW == 1 && p->sh == 1 && p->sw == 1 && p->ph == 0 && p->pw == 0 && p->oh == p->h && OW == W) {
         for (long kk = 0; kk < K2; ++kk) { /* pointwise: the input planes are the rows of B */
             const int8_t* restrict x0 = x + 2 * kk * HW + j0;
@@ -479,7 +483,7 @@ EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t*
     }
     /* panels across output rows: gathers (every window is inside the input, see the precondition) */
     const int8_t* xj[EDGEC_Q8_NR];
-    for (long j = 0; j < nj; ++j) xj[j] = x + ih0[j] * W + iw0[j];
+    for (long j = 0; j < EDGEC_Q8_NR; ++j) xj[j] = x + ih0[j] * W + iw0[j]; /* (past nj: x, unread) */
     for (long kk = 0; kk < K2; ++kk) {
         const long o0 = koff[2 * kk], o1 = koff[2 * kk + 1];
         const int16_t m = 2 * kk + 1 < K0;

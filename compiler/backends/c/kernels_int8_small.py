@@ -175,7 +175,7 @@ static inline void edgec_q8_store_cols(const __m128i* q, int8_t* restrict y, lon
     _mm_storeu_si128((__m128i*)(void*)cols[8], c2);
     _mm_storeu_si128((__m128i*)(void*)cols[12], c3);
     for (long r = 0; r < nc; ++r)
-        for (long j = 0; j < nj; ++j) y[r * P + j] = cols[r][j];
+        for (long j = 0; j < nj && j < 4; ++j) y[r * P + j] = cols[r][j];
 }
 #endif
 
@@ -249,8 +249,8 @@ EDGEC_Q8_FN void edgec_q8_conv_cv(const edgec_q_conv_params* p, const int8_t* re
                     for (int j = 0; j < EDGEC_Q8_PT; ++j)
                         for (int h = 0; h < 2; ++h)
                             _mm256_storeu_si256((__m256i*)(void*)(t[j] + 8 * h), acc[j][h]);
-                    for (long r = 0; r < mc; ++r)
-                        for (long j = 0; j < nj; ++j)
+                    for (long r = 0; r < mc && r < EDGEC_Q8_MC; ++r)
+                        for (long j = 0; j < nj && j < EDGEC_Q8_PT; ++j)
                             yn[(m0 + r) * P + j0 + j] = edgec_q_requant1(t[j][r], mv[r], -ev[r], zy, lo, hi, single);
                     continue;
                 }
@@ -483,7 +483,7 @@ EDGEC_Q8_FN void edgec_q8_dw_cv(const edgec_q_conv_params* p, const int8_t* rest
                     for (long l = 0; l < 16; ++l) {
                         const long r = edgec_q8_dw_lane[l];
                         if (r >= nc) continue;
-                        for (long j = 0; j < nj; ++j)
+                        for (long j = 0; j < nj && j < 4; ++j)
                             y[(n * C + c0 + r) * P + j0 + j] =
                                 edgec_q_requant1(t[j][l], mv[r], -ev[r], zy, lo, hi, single);
                     }
