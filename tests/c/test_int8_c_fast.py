@@ -127,8 +127,8 @@ def test_fast_kernels_bit_exact(variant: Any, rounding: str, place: Any, models:
         # channel-lane one on the three smaller planes (kernels_int8_small), Add
         assert src.count("    edgec_q8_conv_gemm(&p,") == 7 and src.count("    edgec_q8_dw3x3(&p,") == 1
         assert src.count("    edgec_q8_dw_cv(&p,") == 3 and src.count("    edgec_q8_add(&p,") == 1
-    else:
-        assert "edgec_q8_" not in src
+    else:  # the accelerator's layers: none of the fast CPU kernels (the float boundary's quantization is the CPU's)
+        assert not any(f"    edgec_q8_{kern}(&p," in src for kern in ("conv_gemm", "dw3x3", "conv_cv", "dw_cv", "add"))
     write_c(code, str(tmp_path))
     samples = _samples()
     for label, flags, sanitize in BUILDS:
@@ -154,7 +154,7 @@ def test_avx2_path_is_compiled(tmp_path: Path) -> None:
     from edgec.backends.c.kernels import HELPERS
 
     probe = tmp_path / "probe.c"
-    probe.write_text("#include <stdint.h>\n" + HELPERS["q8_fast"].split("#define EDGEC_Q8_MR")[0] +
+    probe.write_text("#include <stdint.h>\n" + HELPERS["q8_simd"] +
                      "int edgec_q8_probe(void) { return EDGEC_Q8_AVX2; }\n")
     import subprocess
 
@@ -295,3 +295,48 @@ def test_fast_kernels_use_tie_free_requantization(models: Any) -> None:
     assert set(flags(True, "single")) == {"4"}
     sym = flags("symmetric", "double")
     assert "1" in sym and set(sym) <= {"1", "3"}
+
+
+def test_quantize_linear_vectors_equal_the_formula(tmp_path: Path) -> None:
+    """``edgec_q8_quantize`` (the float boundary, 32 floats per step with AVX2) gives the generic formula's
+    int8 for every kind of input: ties of round-half-even on both sides of zero, the int8 limits and past them,
+    +-inf, NaN (-128), -0, subnormals; a tail shorter than a vector."""
+    from edgec.backends.c.kernels import HELPER_DEPS, HELPERS
+    import subprocess
+
+    s, zp = np.float32(0.0372), 3
+    ties = (np.arange(-140, 140, dtype=np.float32) + np.float32(0.5)) * s  # x / s rounds onto .5 or next to it
+    near = np.concatenate([np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf))])
+    special = np.array([np.inf, -np.inf, np.nan, -0.0, 0.0, 1e-45, -1e-45, 3e38, -3e38, 131 * s, -132 * s],
+                       np.float32)
+    x = np.concatenate([ties, near, special, RNG.uniform(-10, 10, 37).astype(np.float32)])
+    values = ", ".join(f"{float(v).hex()}f" if np.isfinite(v) else ("NAN" if np.isnan(v) else
+                       ("INFINITY" if v > 0 else "-INFINITY")) for v in x)
+    names, seen = [], set()
+
+    def add(n: str) -> None:
+        for d in HELPER_DEPS.get(n, ()):
+            add(d)
+        if n not in seen:
+            seen.add(n)
+            names.append(n)
+
+    add("q8_quant")
+    src = tmp_path / "q.c"
+    src.write_text("#include <math.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <string.h>\n" +
+                   "".join(HELPERS[n] for n in names) +
+                   f"static const float xs[{x.size}] = {{{values}}};\n"
+                   "int main(void)\n{\n"
+                   f"    int8_t y[{x.size}];\n"
+                   f"    edgec_q8_quantize(xs, y, {x.size}, {float(s).hex()}f, {zp});\n"
+                   f"    for (int i = 0; i < {x.size}; ++i) {{\n"
+                   f"        const float r = rintf(xs[i] / {float(s).hex()}f) + (float){zp};\n"
+                   "        const int8_t want = (int8_t)(r >= 127.0f ? 127 : (r > -128.0f ? r : -128));\n"
+                   "        if (y[i] != want) { printf(\"%d %a %d %d\\n\", i, (double)xs[i], y[i], want); return 1; }\n"
+                   "    }\n    return 0;\n}\n")
+    for flags in (["-march=native"], ["-DEDGEC_Q8_PORTABLE"]):
+        exe = tmp_path / "q"
+        subprocess.run(["cc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", *flags, str(src), "-o", str(exe),
+                        "-lm"], check=True, capture_output=True)
+        run = subprocess.run([str(exe)], capture_output=True, text=True)
+        assert run.returncode == 0, (flags, run.stdout)

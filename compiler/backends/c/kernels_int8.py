@@ -1082,6 +1082,10 @@ def gen_quantize(node: Node, k: KernelContext) -> NodeCode:
     lo, hi = (-128, 127) if y.dtype == DType.INT8 else (0, 255)
     ct = "int8_t" if y.dtype == DType.INT8 else "uint8_t"
     n = int(np.prod(k.dims(y)))
+    if y.dtype == DType.INT8 and getattr(k, "int8_kernels", "fast") == "fast":  # vectorized (same integers)
+        from .kernels_int8_fast import fast_quantize  # imported here: its helper comes after q_kernels
+
+        return fast_quantize(x, n, float(s[0]), int(z[0]))
     body = (f"    for (long i = 0; i < {n}; ++i) {{\n"
             f"        const float r = rintf(x0[i] / {flit(s[0])}) + {flit(float(z[0]))};\n"
             f"        y0[i] = ({ct})(r >= {flit(hi)} ? {hi} : (r > {flit(lo)} ? r : {lo}));\n    }}\n")

@@ -40,7 +40,7 @@ from ...ir.dtypes import DType
 from . import kernels as K
 from .kernels import KernelContext
 
-__all__ = ["MR", "NR", "fast_add", "fast_conv", "pack_weights_pairs"]
+__all__ = ["MR", "NR", "fast_add", "fast_conv", "fast_quantize", "pack_weights_pairs"]
 
 #: Register tile of the GEMM: output channels x output pixels.
 MR, NR = 4, 16
@@ -48,8 +48,9 @@ MR, NR = 4, 16
 #: channels passes over it); also the GEMM's scratch.
 GEMM_BLOCK_INT16 = 24576
 
-_HELPER = """\
-/* --- fast int8 kernels of the CPU placement (portable C99; AVX2 intrinsics when available) --- */
+#: The vector path's switch and the function attributes, shared by the fast kernels and the float boundary.
+_SIMD = """\
+/* --- AVX2 when available (-DEDGEC_Q8_PORTABLE: the portable C99 paths) --- */
 #include <string.h>
 #if defined(__AVX2__) && !defined(EDGEC_Q8_PORTABLE)
 #include <immintrin.h>
@@ -57,8 +58,6 @@ _HELPER = """\
 #else
 #define EDGEC_Q8_AVX2 0
 #endif
-#define EDGEC_Q8_MR 4
-#define EDGEC_Q8_NR 16
 #if defined(__GNUC__) || defined(__clang__)
 #define EDGEC_Q8_FN static __attribute__((unused)) /* a model may use only some of the kernels */
 #else
@@ -74,6 +73,12 @@ _HELPER = """\
 #else
 #define EDGEC_Q8_UNROLL2
 #endif
+"""
+
+_HELPER = """\
+/* --- fast int8 kernels of the CPU placement (portable C99; AVX2 intrinsics when available) --- */
+#define EDGEC_Q8_MR 4
+#define EDGEC_Q8_NR 16
 
 #if EDGEC_Q8_AVX2
 /* Requantization parameters of 8 lanes (one channel's, broadcast, or 8 channels'): mode 0 is gemmlowp's
@@ -729,8 +734,42 @@ EDGEC_Q8_FN void edgec_q8_add(const edgec_q_add_params* p, const int8_t* a, cons
 }
 """
 
+#: The float -> int8 boundary (float arithmetic: its own helper, apart from the integer-only kernels).
+_QUANT = """\
+/* QuantizeLinear of n floats to int8 at the float boundary: y[i] = saturate(round_half_even(x[i] / s) + zp) (a NaN
+   quotient gives -128), 32 at a time with AVX2 and otherwise with the generic kernel's formula. */
+EDGEC_Q8_FN void edgec_q8_quantize(const float* restrict x, int8_t* restrict y, long n, float s, int32_t zp)
+{
+#if EDGEC_Q8_AVX2
+    const long nv = n / 32 * 32; /* (the tail's start apart from the loop: GCC's loop analysis) */
+    const __m256 vs = _mm256_set1_ps(s), lo = _mm256_set1_ps(-256.0f), hi = _mm256_set1_ps(256.0f);
+    const __m256i vz = _mm256_set1_epi32(zp), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (long i = 0; i < nv; i += 32) {
+        __m256i v[4];
+        for (int h = 0; h < 4; ++h) {
+            /* the quotient clamped to [-256, 256] (max first: a NaN becomes -256) rounds like rintf in the default
+               rounding mode; past +-256 the int8 saturation of the packs is reached anyway */
+            const __m256 q = _mm256_div_ps(_mm256_loadu_ps(x + i + 8 * h), vs);
+            v[h] = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(q, lo), hi)), vz);
+        }
+        const __m256i w = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+        _mm256_storeu_si256((__m256i*)(void*)(y + i), _mm256_permutevar8x32_epi32(w, order));
+    }
+#else
+    const long nv = 0;
+#endif
+    for (long i = nv; i < n; ++i) {
+        const float r = rintf(x[i] / s) + (float)zp;
+        y[i] = (int8_t)(r >= 127.0f ? 127 : (r > -128.0f ? r : -128));
+    }
+}
+"""
+
+K.HELPERS["q8_simd"] = _SIMD
 K.HELPERS["q8_fast"] = _HELPER
-K.HELPER_DEPS["q8_fast"] = ("q_common", "q_kernels")  # falls back to the generic kernels (edgec_q_add_s8)
+K.HELPER_DEPS["q8_fast"] = ("q_common", "q_kernels", "q8_simd")  # falls back to the generic kernels (edgec_q_add_s8)
+K.HELPERS["q8_quant"] = _QUANT
+K.HELPER_DEPS["q8_quant"] = ("q8_simd",)
 
 
 def pack_weights_pairs(w: np.ndarray) -> np.ndarray:
@@ -759,6 +798,14 @@ def fast_add(code: K.NodeCode) -> K.NodeCode:
     assert call in code.body, code.body
     code.body = code.body.replace(call, "edgec_q8_add(&p, ")
     code.helpers = ["q8_fast"]
+    return code
+
+
+def fast_quantize(x: Value, n: int, scale: float, zp: int) -> K.NodeCode:
+    """A float -> int8 ``QuantizeLinear`` of ``n`` elements through ``edgec_q8_quantize``."""
+    code = K.NodeCode([x], f"    edgec_q8_quantize(x0, y0, {n}, {K.flit(scale)}, {zp});\n", ["q8_quant"], typed=True,
+                      inplace=False)
+    code.report = {"placement": "cpu", "source_op": "QuantizeLinear", "fused": []}  # type: ignore[attr-defined]
     return code
 
 
