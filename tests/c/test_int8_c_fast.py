@@ -297,13 +297,70 @@ def test_fast_kernels_use_tie_free_requantization(models: Any) -> None:
     assert "1" in sym and set(sym) <= {"1", "3"}
 
 
+def _helper_source(name: str) -> str:
+    """The C of helper ``name`` after its dependencies, with the headers they need."""
+    from edgec.backends.c.kernels import HELPER_DEPS, HELPERS
+
+    names: List[str] = []
+
+    def add(n: str) -> None:
+        for d in HELPER_DEPS.get(n, ()):
+            add(d)
+        if n not in names:
+            names.append(n)
+
+    add(name)
+    return "#include <math.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <string.h>\n" + "".join(
+        HELPERS[n] for n in names)
+
+
+def _run_c(tmp_path: Path, src: str) -> None:
+    """Builds ``src`` with AVX2 (when the machine has it) and portable, and runs both: exit status 0."""
+    import subprocess
+
+    path = tmp_path / "t.c"
+    path.write_text(src)
+    for flags in (["-march=native"], ["-DEDGEC_Q8_PORTABLE"]):
+        exe = tmp_path / "t"
+        subprocess.run(["cc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", *flags, str(path), "-o", str(exe),
+                        "-lm"], check=True, capture_output=True)
+        run = subprocess.run([str(exe)], capture_output=True, text=True)
+        assert run.returncode == 0, (flags, run.stdout)
+
+
+def test_add_vectors_equal_the_generic_kernel(tmp_path: Path) -> None:
+    """``edgec_q8_add`` (inputs' stage in 32-bit arithmetic, the zero point on int16 lanes) equals the generic
+    ``edgec_q_add_s8`` on all 65536 input pairs, for Add and Sub, input shifts 0 and below, left shifts 20 (the
+    TFLite one), 9 and 22 (the fast path's limits) and 8 (past them), int8-wide and narrow clamps, multipliers
+    near 2^30 and 2^31."""
+    params = [  # left_shift, m1, s1, m2, s2, mo, so, qmin, qmax, sub, offsets
+        (20, 1539468168, -1, 1073741824, 0, 1704992752, -19, -128, 127, 0, (0, -4, 17)),
+        (20, 2147483647, 0, 1286081302, -3, 1073741824, -20, -128, 127, 1, (128, -127, -128)),
+        (22, 1879048192, -2, 1610612736, -1, 1234567890, -21, 0, 90, 0, (-5, 7, 3)),
+        (20, 1073741824, 0, 2147483647, 0, 2147483647, -18, -100, 127, 1, (37, -128, 127)),
+        # left shift 9 (the fast path's lower limit): the inputs' rounding shows in the outputs
+        (9, 2147483000, 0, 1500000000, -1, 1073741824, -8, -128, 127, 0, (-3, 11, -7)),
+        (9, 1300000000, -2, 2100000000, 0, 1900000000, -9, -128, 127, 1, (100, -90, 5)),
+        (8, 2147483000, 0, 1500000000, -1, 1073741824, -7, -128, 127, 0, (-3, 11, -7)),  # 8: the generic kernel
+    ]
+    checks = []
+    for ls, m1, s1, m2, s2, mo, so, lo, hi, sub, (o1, o2, oo) in params:
+        checks.append(f"    {{ const edgec_q_add_params p = {{.size = 65536, .in1_offset = {o1}, .in2_offset = {o2}, "
+                      f".out_offset = {oo}, .left_shift = {ls}, .m1 = {m1}, .s1 = {s1}, .m2 = {m2}, .s2 = {s2}, "
+                      f".mo = {mo}, .so = {so}, .qmin = {lo}, .qmax = {hi}, .sub = {sub}, .single = 0}};\n"
+                      "      edgec_q8_add(&p, a, b, y); (void)edgec_q_add_s8(&p, a, b, want);\n"
+                      "      if (memcmp(y, want, sizeof y)) return 1; }\n")
+    src = (_helper_source("q8_fast") +
+           "static int8_t a[65536], b[65536], y[65536], want[65536];\nint main(void)\n{\n"
+           "    for (int i = 0; i < 65536; ++i) { a[i] = (int8_t)(i & 255); b[i] = (int8_t)(i >> 8); }\n" +
+           "".join(checks) + "    return 0;\n}\n")
+    _run_c(tmp_path, src)
+
+
 def test_quantize_linear_vectors_equal_the_formula(tmp_path: Path) -> None:
     """``edgec_q8_quantize`` (the float boundary, 32 floats per step with AVX2) gives the generic formula's
     int8 for every kind of input: ties of round-half-even on both sides of zero, the int8 limits and past them,
     +-inf, NaN (-128), -0, subnormals; a tail shorter than a vector."""
-    from edgec.backends.c.kernels import HELPER_DEPS, HELPERS
-    import subprocess
-
     s, zp = np.float32(0.0372), 3
     ties = (np.arange(-140, 140, dtype=np.float32) + np.float32(0.5)) * s  # x / s rounds onto .5 or next to it
     near = np.concatenate([np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf))])
@@ -312,31 +369,13 @@ def test_quantize_linear_vectors_equal_the_formula(tmp_path: Path) -> None:
     x = np.concatenate([ties, near, special, RNG.uniform(-10, 10, 37).astype(np.float32)])
     values = ", ".join(f"{float(v).hex()}f" if np.isfinite(v) else ("NAN" if np.isnan(v) else
                        ("INFINITY" if v > 0 else "-INFINITY")) for v in x)
-    names, seen = [], set()
-
-    def add(n: str) -> None:
-        for d in HELPER_DEPS.get(n, ()):
-            add(d)
-        if n not in seen:
-            seen.add(n)
-            names.append(n)
-
-    add("q8_quant")
-    src = tmp_path / "q.c"
-    src.write_text("#include <math.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <string.h>\n" +
-                   "".join(HELPERS[n] for n in names) +
-                   f"static const float xs[{x.size}] = {{{values}}};\n"
-                   "int main(void)\n{\n"
-                   f"    int8_t y[{x.size}];\n"
-                   f"    edgec_q8_quantize(xs, y, {x.size}, {float(s).hex()}f, {zp});\n"
-                   f"    for (int i = 0; i < {x.size}; ++i) {{\n"
-                   f"        const float r = rintf(xs[i] / {float(s).hex()}f) + (float){zp};\n"
-                   "        const int8_t want = (int8_t)(r >= 127.0f ? 127 : (r > -128.0f ? r : -128));\n"
-                   "        if (y[i] != want) { printf(\"%d %a %d %d\\n\", i, (double)xs[i], y[i], want); return 1; }\n"
-                   "    }\n    return 0;\n}\n")
-    for flags in (["-march=native"], ["-DEDGEC_Q8_PORTABLE"]):
-        exe = tmp_path / "q"
-        subprocess.run(["cc", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", *flags, str(src), "-o", str(exe),
-                        "-lm"], check=True, capture_output=True)
-        run = subprocess.run([str(exe)], capture_output=True, text=True)
-        assert run.returncode == 0, (flags, run.stdout)
+    _run_c(tmp_path, _helper_source("q8_quant") +
+           f"static const float xs[{x.size}] = {{{values}}};\n"
+           "int main(void)\n{\n"
+           f"    int8_t y[{x.size}];\n"
+           f"    edgec_q8_quantize(xs, y, {x.size}, {float(s).hex()}f, {zp});\n"
+           f"    for (int i = 0; i < {x.size}; ++i) {{\n"
+           f"        const float r = rintf(xs[i] / {float(s).hex()}f) + (float){zp};\n"
+           "        const int8_t want = (int8_t)(r >= 127.0f ? 127 : (r > -128.0f ? r : -128));\n"
+           "        if (y[i] != want) { printf(\"%d %a %d %d\\n\", i, (double)xs[i], y[i], want); return 1; }\n"
+           "    }\n    return 0;\n}\n")

@@ -686,6 +686,16 @@ EDGEC_Q8_FN void edgec_q8_dw3x3(const edgec_q_conv_params* p, const int8_t* rest
     }
 }
 
+#if EDGEC_Q8_AVX2
+/* One input's stage of edgec_q8_add before its rounding divide: SRDHM((x + o) << left_shift, m) of 8 int8 x as
+   (x + o) * mh + (((x + o) * ml + rnd) >> d) (m = mh 2^d + ml, rnd = 2^(d-1), d = 31 - left_shift). */
+static inline __m256i edgec_q8_add_in(__m128i x, __m256i o, __m256i mh, __m256i ml, __m256i rnd, __m128i d)
+{
+    const __m256i v = _mm256_add_epi32(_mm256_cvtepi8_epi32(x), o);
+    return _mm256_add_epi32(_mm256_mullo_epi32(v, mh), _mm256_sra_epi32(_mm256_add_epi32(_mm256_mullo_epi32(v, ml), rnd), d));
+}
+#endif
+
 /* Elementwise Add/Sub of same-shaped int8 tensors (TFLite parameters; a, b and y may alias): in the case
    edgec_q_add_s8 runs branch-free (no saturation), 16 elements at a time with AVX2; everything else, and the
    portable build, by edgec_q_add_s8. */
@@ -694,35 +704,43 @@ EDGEC_Q8_FN void edgec_q8_add(const edgec_q_add_params* p, const int8_t* a, cons
     long i = 0;
 #if EDGEC_Q8_AVX2
     if (!p->single && p->s1 <= 0 && p->s2 <= 0 && p->so <= 0 && p->s1 >= -31 && p->s2 >= -31 && p->so >= -31 &&
-        p->left_shift >= 0 && p->left_shift <= 22 && p->m1 >= 0 && p->m2 >= 0 && p->mo >= 0) {
+        p->left_shift >= 9 && p->left_shift <= 22 && p->m1 >= 0 && p->m2 >= 0 && p->mo >= 0) {
+        /* the inputs' stage exactly in 32 bits: with |v| < 2^9 and d = 31 - left_shift in [9, 22] (both products
+           below 2^31), SRDHM(v << left_shift, m) = floor((v * m + 2^(d-1)) / 2^d)
+           = v * (m >> d) + ((v * (m mod 2^d) + 2^(d-1)) >> d) */
+        const int d = 31 - p->left_shift;
         const __m256i o1 = _mm256_set1_epi32(p->in1_offset), o2 = _mm256_set1_epi32(p->in2_offset);
-        const __m256i m1 = _mm256_set1_epi32(p->m1), m2 = _mm256_set1_epi32(p->m2), mo = _mm256_set1_epi32(p->mo);
-        const __m128i ls = _mm_cvtsi32_si128(p->left_shift);
+        const __m256i m1h = _mm256_set1_epi32(p->m1 >> d), m1l = _mm256_set1_epi32(p->m1 & ((1 << d) - 1));
+        const __m256i m2h = _mm256_set1_epi32(p->m2 >> d), m2l = _mm256_set1_epi32(p->m2 & ((1 << d) - 1));
+        const __m256i rnd = _mm256_set1_epi32(1 << (d - 1)), mo = _mm256_set1_epi32(p->mo);
+        const __m128i dv = _mm_cvtsi32_si128(d);
         const __m256i e1 = _mm256_set1_epi32(-p->s1), e2 = _mm256_set1_epi32(-p->s2), eo = _mm256_set1_epi32(-p->so);
         const int32_t k1 = (int32_t)(((uint32_t)1 << -p->s1) - 1u), k2 = (int32_t)(((uint32_t)1 << -p->s2) - 1u);
         const int32_t ko = (int32_t)(((uint32_t)1 << -p->so) - 1u);
         const __m256i mk1 = _mm256_set1_epi32(k1), h1 = _mm256_set1_epi32(k1 >> 1);
         const __m256i mk2 = _mm256_set1_epi32(k2), h2 = _mm256_set1_epi32(k2 >> 1);
         const __m256i mko = _mm256_set1_epi32(ko), ho = _mm256_set1_epi32(ko >> 1);
-        const __m256i oo = _mm256_set1_epi32(p->out_offset), lo = _mm256_set1_epi32(p->qmin);
-        const __m256i hi = _mm256_set1_epi32(p->qmax);
+        const __m256i oo = _mm256_set1_epi16((int16_t)p->out_offset);
+        const __m128i lo = _mm_set1_epi8((char)p->qmin), hi = _mm_set1_epi8((char)p->qmax);
+        const int clamp = p->qmin > -128 || p->qmax < 127;
         for (; i + 16 <= p->size; i += 16) {
             const __m128i va = _mm_loadu_si128((const __m128i*)(const void*)(a + i));
             const __m128i vb = _mm_loadu_si128((const __m128i*)(const void*)(b + i));
             __m256i r[2];
             for (int h = 0; h < 2; ++h) { /* elements 0-7, then 8-15 */
                 const __m128i ha = h ? _mm_srli_si128(va, 8) : va, hb = h ? _mm_srli_si128(vb, 8) : vb;
-                const __m256i xa = _mm256_sll_epi32(_mm256_add_epi32(_mm256_cvtepi8_epi32(ha), o1), ls);
-                const __m256i xb = _mm256_sll_epi32(_mm256_add_epi32(_mm256_cvtepi8_epi32(hb), o2), ls);
-                const __m256i sa = edgec_q8_rdbpot8(edgec_q8_srdhm8(xa, m1, m1), e1, mk1, h1);
-                const __m256i sb = edgec_q8_rdbpot8(edgec_q8_srdhm8(xb, m2, m2), e2, mk2, h2);
+                __m256i sa = edgec_q8_add_in(ha, o1, m1h, m1l, rnd, dv);
+                __m256i sb = edgec_q8_add_in(hb, o2, m2h, m2l, rnd, dv);
+                if (p->s1) sa = edgec_q8_rdbpot8(sa, e1, mk1, h1);
+                if (p->s2) sb = edgec_q8_rdbpot8(sb, e2, mk2, h2);
                 const __m256i raw = p->sub ? _mm256_sub_epi32(sa, sb) : _mm256_add_epi32(sa, sb);
-                const __m256i v = _mm256_add_epi32(edgec_q8_rdbpot8(edgec_q8_srdhm8(raw, mo, mo), eo, mko, ho), oo);
-                r[h] = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+                r[h] = edgec_q8_rdbpot8(edgec_q8_srdhm8(raw, mo, mo), eo, mko, ho);
             }
-            const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(r[0], r[1]), 0xD8); /* 0-7 | 8-15 */
-            _mm_storeu_si128((__m128i*)(void*)(y + i),
-                             _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+            /* + out_offset on int16 lanes with saturation, as edgec_q8_out16: elements 0-3 8-11 | 4-7 12-15 */
+            const __m256i w = _mm256_adds_epi16(_mm256_packs_epi32(r[0], r[1]), oo);
+            __m128i q = _mm_shuffle_epi32(_mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)), 0xD8);
+            if (clamp) q = _mm_min_epi8(_mm_max_epi8(q, lo), hi);
+            _mm_storeu_si128((__m128i*)(void*)(y + i), q);
         }
     }
 #endif
