@@ -15,23 +15,25 @@ For each model (batch 1):
    pools with their own output scale, which the reference runs in float) within 1e-4;
 5. each integer layer is run alone in onnxruntime on the reference's int8 inputs (LSB histogram).
 
-Models: the trained digits CNN (``tests/zoo/digits.py``, 1x1x8x8) and a MobileNetV2 (``tests/zoo``
+Models: the trained digits CNN (``tests/zoo/digits.py``, 1x1x8x8); a MobileNetV2 (``tests/zoo``
 ``mobilenetv2``, reduced: width 0.35, 96x96 input (``--image-size``), 10 classes, random weights, synthetic
-calibration).
+calibration: ``mobilenetv2``); the same MobileNetV2 trained on the digits at 32x32 (``digits_mobilenetv2``:
+``mobilenetv2-digits``, the MobileNet whose accuracy can be measured; about a minute of training on first use).
 
-Columns: ``exact`` samples bit-exact with the reference / samples; ``top-1 float/int8`` (digits, test
-split); ``fp32 ms`` / ``int8 ms`` / ``int8/fp32``: latency (goal <= 0.5); ``weights`` bytes of the
+Columns: ``exact`` samples bit-exact with the reference / samples; ``top-1 float/int8`` (trained models,
+digits test split); ``fp32 ms`` / ``int8 ms`` / ``int8/fp32``: latency (goal <= 0.5); ``weights`` bytes of the
 weight arrays (fp32 / int8 builds); ``code`` ``.text`` bytes of the model object (+ HAL object for
 int8); ``arena`` / ``LB`` activation arena and its lower bound (int8 build); ``ORT LSB`` per-layer
 histogram of int8 C minus onnxruntime.
 
 With ``--per-layer`` it also prints where the time goes: the generated C is rebuilt with a timer around
-every layer call (thread CPU time, so that other processes on a shared machine count less; ``model_run``
+every layer call (``CLOCK_MONOTONIC``, so the timer costs tens of nanoseconds; ``model_run``
 repeated ``--reps`` times on sample 0, best of ``--rounds``), one table per build (fp32 / int8) with each
 layer's op, output shape, MACs, microseconds per run and share of the total. ``--generic`` builds the
 int8 C with the generic kernels only (without ``kernels_int8_fast``), the baseline of the fast ones.
 
-    python benchmarks/bench_int8_c.py [--models digits,mobilenetv2] [--samples 8] [--reps 200] [--rounds 5]
+    python benchmarks/bench_int8_c.py [--models digits,mobilenetv2,mobilenetv2-digits] [--samples 8] [--reps 200]
+                                      [--rounds 5] [--image-size 96]
                                       [--per-layer] [--generic]
 """
 
@@ -249,7 +251,7 @@ def bench(label: str, proto: Any, cal: Dict[str, np.ndarray], samples: List[Dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="digits,mobilenetv2")
+    ap.add_argument("--models", default="digits,mobilenetv2,mobilenetv2-digits")
     ap.add_argument("--samples", type=int, default=8, help="samples compared with the reference (mobilenetv2)")
     ap.add_argument("--reps", type=int, default=200, help="runs per timing round (at least 50 ms of runs)")
     ap.add_argument("--rounds", type=int, default=5)
@@ -293,6 +295,18 @@ def main() -> None:
             cal = {inp: rng.standard_normal((16, 3, size, size)).astype(np.float32)}
             samples = [{inp: rng.standard_normal((1, 3, size, size)).astype(np.float32)} for _ in range(args.samples)]
             rows.append(bench(f"MobileNetV2 0.35 {size}px", proto, cal, samples, f"{inp}=1x3x{size}x{size}", args))
+        elif name == "mobilenetv2-digits":  # the MobileNet with an accuracy: trained on the digits at 32x32
+            import onnxruntime as ort
+            from zoo.digits import digits_images, digits_mobilenetv2
+
+            proto = onnx.version_converter.convert_version(digits_mobilenetv2(), 21)
+            xc, _ = digits_images("calibration")
+            x, y = digits_images("test")
+            sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+            fl = sess.run(None, {"input": x})[0]
+            samples = [{"input": x[i:i + 1]} for i in range(len(x))]
+            rows.append(bench("MobileNetV2 0.35 digits 32px", proto, {"input": xc}, samples, "input=1x3x32x32", args,
+                              y, fl))
         else:
             raise SystemExit(f"unknown model {name}")
     keys = list(dict.fromkeys(k for r in rows for k in r))

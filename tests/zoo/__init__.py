@@ -26,7 +26,8 @@ import onnx
 
 from ._export import get_input_spec
 from .cnn import cnn_opset, mobilenetv2, paddle_style, resnet18
-from .digits import build_digits_cnn, digits_cnn, digits_data, write_digits_npz
+from .digits import (build_digits_cnn, build_digits_mobilenetv2, digits_cnn, digits_data, digits_images,
+                     digits_mobilenetv2, write_digits_npz)
 from .minilm import build_minilm, minilm, minilm_inputs, minilm_sentences, write_minilm_npz
 from .recurrent import gru, lstm, recurrent_if_loop, recurrent_if_loop_manual
 from .transformer import bert_encoder, vit
@@ -47,6 +48,7 @@ BUILDERS: Dict[str, Builder] = {
     "cnn_opset": cnn_opset,
     # trained / pretrained models with data (quantization benchmarks); minilm needs the bench extra
     "digits_cnn": build_digits_cnn,
+    "digits_mobilenetv2": build_digits_mobilenetv2,
     "minilm": build_minilm,
 }
 
@@ -180,5 +182,5 @@ def make_inputs(model: Union[onnx.ModelProto, str, Path], seed: int = 0,
 
 __all__ = ["BUILDERS", "OPSETS", "TEST_PARAMS", "FULL_PARAMS", "get", "get_path", "make_inputs", "cache_dir",
            "cache_key", "builder_name", "resnet18", "mobilenetv2", "bert_encoder", "vit", "recurrent_if_loop",
-           "recurrent_if_loop_manual", "lstm", "gru", "paddle_style", "cnn_opset", "digits_cnn", "digits_data",
+           "recurrent_if_loop_manual", "lstm", "gru", "paddle_style", "cnn_opset", "digits_cnn", "digits_data", "digits_images", "digits_mobilenetv2",
            "write_digits_npz", "minilm", "minilm_inputs", "minilm_sentences", "write_minilm_npz"]

@@ -90,16 +90,23 @@ def _torch_digits_cnn(width: int) -> Any:
 
 def train_digits_cnn(width: int = 16, epochs: int = 30, seed: int = TRAIN_SEED) -> Any:
     """Train the CNN on the train split (deterministic) and return the torch module in eval mode."""
+    x, y = digits_data("train")
+    return _fit(lambda: _torch_digits_cnn(width), x, y, epochs, seed)
+
+
+def _fit(make_net: Any, x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> Any:
+    """Train ``make_net()`` on (x, y) (deterministic: fixed seeds, CPU, 1 thread; AdamW with a one-cycle
+    schedule, shifts by up to one pixel per batch) and return it in eval mode."""
     import torch
 
-    x, y = digits_data("train")
+    shift = max(1, x.shape[-1] // 8)  # one pixel of the 8x8 digit
     threads = torch.get_num_threads()
     det = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     try:
         torch.manual_seed(seed)
-        net = _torch_digits_cnn(width)
+        net = make_net()
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         gen = torch.Generator().manual_seed(seed + 1)
         steps_per_epoch = (len(xt) + 31) // 32
@@ -112,7 +119,7 @@ def train_digits_cnn(width: int = 16, epochs: int = 30, seed: int = TRAIN_SEED) 
                 idx = perm[i:i + 32]
                 xb = xt[idx]
                 # light augmentation: random shifts by up to one pixel
-                dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=gen))
+                dx, dy = (shift * int(v) for v in torch.randint(-1, 2, (2,), generator=gen))
                 xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
                 loss = torch.nn.functional.cross_entropy(net(xb), yt[idx], label_smoothing=0.05)
                 opt.zero_grad()
@@ -140,6 +147,42 @@ def build_digits_cnn(width: int = 16, epochs: int = 30, seed: int = TRAIN_SEED,
                   input_spec={"input": {"kind": "image"}},
                   doc=f"zoo digits_cnn width={width}: trained on sklearn digits, "
                       f"torch test top-1 {acc:.4f} on {len(y)} images")
+
+
+def digits_images(split: str, size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of ``split`` as 3-channel images of ``size`` x ``size`` (each pixel of the normalized 8x8 digit
+    repeated, grey in all three channels): inputs for ImageNet-style networks."""
+    x, y = digits_data(split)
+    r = size // 8
+    x = np.repeat(np.repeat(np.repeat(x, r, axis=2), r, axis=3), 3, axis=1)
+    return np.ascontiguousarray(x, np.float32), y
+
+
+def build_digits_mobilenetv2(width: float = 0.35, size: int = 32, epochs: int = 20, seed: int = TRAIN_SEED,
+                             opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """A MobileNetV2 (``width`` multiplier, 10 classes) trained on :func:`digits_images` and exported: the
+    zoo's MobileNet with a real accuracy to lose. Input ``input`` float32 [batch, 3, size, size]."""
+    import torch
+
+    from .cnn import _torch_mobilenetv2
+
+    x, y = digits_images("train", size)
+    net = _fit(lambda: _torch_mobilenetv2(width, 10, 1.0), x, y, epochs, seed)
+    xt, yt = digits_images("test", size)
+    with torch.no_grad():
+        acc = float((net(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
+    return export(net, (torch.from_numpy(xt[:2]),), input_names=["input"], output_names=["logits"],
+                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset=opset,
+                  input_spec={"input": {"kind": "image"}},
+                  doc=f"zoo digits_mobilenetv2 width={width} size={size}: trained on sklearn digits, "
+                      f"torch test top-1 {acc:.4f} on {len(yt)} images")
+
+
+def digits_mobilenetv2(**params: Any) -> onnx.ModelProto:
+    """The trained digits MobileNetV2 (built on first use, then cached by :func:`zoo.get`)."""
+    from . import get
+
+    return get("digits_mobilenetv2", **params)
 
 
 def digits_cnn(**params: Any) -> onnx.ModelProto:
