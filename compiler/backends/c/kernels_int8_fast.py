@@ -887,7 +887,6 @@ def requant_flags(node: Node, f: Dict[str, int]) -> int:
     tf = tie_free(node, f)
     if f["acc64"] or f["qmin"] > -128 or f["qmax"] < 127 or not all(node.input(i).is_constant() for i in (3, 4)):
         return int(tf)
-    mult = np.asarray(node.input(3).const.numpy(), np.int64).reshape(-1)
     shift = np.asarray(node.input(4).const.numpy(), np.int64).reshape(-1)
     if f["single"]:
         kind = 2 if bool(np.all((shift <= 0) & (shift >= -31))) else 0
