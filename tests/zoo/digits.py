@@ -136,17 +136,21 @@ def build_digits_cnn(width: int = 16, epochs: int = 30, seed: int = TRAIN_SEED,
                      opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Train (see :func:`train_digits_cnn`) and export the digits CNN; BatchNorm nodes are kept.
     Input ``input`` float32 [batch, 1, 8, 8]; output ``logits`` float32 [batch, 10]."""
+    net = train_digits_cnn(width=width, epochs=epochs, seed=seed)
+    return _export_trained(net, *digits_data("test"), opset, f"zoo digits_cnn width={width}")
+
+
+def _export_trained(net: Any, x: np.ndarray, y: np.ndarray, opset: int, doc: str) -> onnx.ModelProto:
+    """Export a trained digits classifier (input ``input``, output ``logits``, dynamic batch) with its torch
+    top-1 on the test images (x, y) in the doc string."""
     import torch
 
-    net = train_digits_cnn(width=width, epochs=epochs, seed=seed)
-    x, y = digits_data("test")
     with torch.no_grad():
         acc = float((net(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
     return export(net, (torch.from_numpy(x[:2]),), input_names=["input"], output_names=["logits"],
                   dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset=opset,
                   input_spec={"input": {"kind": "image"}},
-                  doc=f"zoo digits_cnn width={width}: trained on sklearn digits, "
-                      f"torch test top-1 {acc:.4f} on {len(y)} images")
+                  doc=f"{doc}: trained on sklearn digits, torch test top-1 {acc:.4f} on {len(y)} images")
 
 
 def digits_images(split: str, size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
@@ -162,20 +166,12 @@ def build_digits_mobilenetv2(width: float = 0.35, size: int = 32, epochs: int = 
                              opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """A MobileNetV2 (``width`` multiplier, 10 classes) trained on :func:`digits_images` and exported: the
     zoo's MobileNet with a real accuracy to lose. Input ``input`` float32 [batch, 3, size, size]."""
-    import torch
-
     from .cnn import _torch_mobilenetv2
 
     x, y = digits_images("train", size)
     net = _fit(lambda: _torch_mobilenetv2(width, 10, 1.0), x, y, epochs, seed)
-    xt, yt = digits_images("test", size)
-    with torch.no_grad():
-        acc = float((net(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
-    return export(net, (torch.from_numpy(xt[:2]),), input_names=["input"], output_names=["logits"],
-                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset=opset,
-                  input_spec={"input": {"kind": "image"}},
-                  doc=f"zoo digits_mobilenetv2 width={width} size={size}: trained on sklearn digits, "
-                      f"torch test top-1 {acc:.4f} on {len(yt)} images")
+    return _export_trained(net, *digits_images("test", size), opset,
+                           f"zoo digits_mobilenetv2 width={width} size={size}")
 
 
 def digits_mobilenetv2(**params: Any) -> onnx.ModelProto:
