@@ -27,7 +27,7 @@ int8); ``arena`` / ``LB`` activation arena and its lower bound (int8 build); ``O
 histogram of int8 C minus onnxruntime.
 
 With ``--per-layer`` it also prints where the time goes: the generated C is rebuilt with a timer around
-every layer call (``CLOCK_MONOTONIC``, so the timer costs tens of nanoseconds; ``model_run``
+every layer call (``CLOCK_MONOTONIC``: a library call, not a system call like the thread CPU clock; ``model_run``
 repeated ``--reps`` times on sample 0, best of ``--rounds``), one table per build (fp32 / int8) with each
 layer's op, output shape, MACs, microseconds per run and share of the total. ``--generic`` builds the
 int8 C with the generic kernels only (without ``kernels_int8_fast``), the baseline of the fast ones.

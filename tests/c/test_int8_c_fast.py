@@ -298,20 +298,22 @@ def test_fast_kernels_use_tie_free_requantization(models: Any) -> None:
 
 
 def _helper_source(name: str) -> str:
-    """The C of helper ``name`` after its dependencies, with the headers they need."""
-    from edgec.backends.c.kernels import HELPER_DEPS, HELPERS
+    """The C of helper ``name`` after every helper it calls, with the headers they need."""
+    from edgec.backends.c.kernels import HELPERS, helper_closure
 
-    names: List[str] = []
-
-    def add(n: str) -> None:
-        for d in HELPER_DEPS.get(n, ()):
-            add(d)
-        if n not in names:
-            names.append(n)
-
-    add(name)
     return "#include <math.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <string.h>\n" + "".join(
-        HELPERS[n] for n in names)
+        HELPERS[n] for n in helper_closure([name]))
+
+
+def test_helpers_bring_what_they_call() -> None:
+    """A model whose layers all run the small-plane kernels gets the AVX2 switch that those reach only through
+    the fast kernels' helper (dependencies are followed all the way, each emitted before its callers)."""
+    from edgec.backends.c.kernels import helper_closure
+    import edgec.backends.c.kernels_int8_small  # noqa: F401  (registers q8_small)
+
+    chain = helper_closure(["q8_small"])
+    assert chain.index("q8_simd") < chain.index("q8_fast") < chain.index("q8_small")
+    assert chain.index("q_common") < chain.index("q_kernels") < chain.index("q8_fast")
 
 
 def _run_c(tmp_path: Path, src: str) -> None:

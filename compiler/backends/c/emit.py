@@ -473,18 +473,11 @@ def generate_c(model: Model, name: str = "model", *, source: str = "", placement
                 c.append(weight_def(w, "static "))
         c.append("")
 
-    helpers: List[str] = []
     acts: List[str] = []
     for code in codes:
-        if code is None:
-            continue
-        acts += code.acts
-        for h in code.helpers:
-            for d in K.HELPER_DEPS.get(h, ()) + (h,):
-                if d not in helpers:
-                    helpers.append(d)
-    order = ["act", *K.HELPERS]  # dependencies first: helpers are registered after those they call
-    helpers.sort(key=order.index)
+        if code is not None:
+            acts += code.acts
+    helpers = K.helper_closure([h for code in codes if code is not None for h in code.helpers])
     if helpers:
         c.append("/* --- kernels --- */")
         for h in helpers:

@@ -23,7 +23,8 @@ from ...errors import UnsupportedModelError
 from ...ir import Node, Value
 from ...ir.dtypes import DType
 
-__all__ = ["NodeCode", "KernelContext", "GENERATORS", "HELPERS", "VIEW_OPS", "flit", "dlit", "act_helper"]
+__all__ = ["NodeCode", "KernelContext", "GENERATORS", "HELPERS", "VIEW_OPS", "flit", "dlit", "act_helper",
+           "helper_closure"]
 
 
 # --- literals and small utilities ---------------------------------------------------------------
@@ -989,6 +990,23 @@ HELPER_DEPS: Dict[str, Tuple[str, ...]] = {"act_fast": ("act",), "conv": ("act",
                                            "gemm_core": ("act", "act_fast"),
                                            "conv_gemm": ("act", "act_fast", "gemm_core"),
                                            "dwconv": ("act", "act_fast"), "conv_small": ("act", "act_fast")}
+
+
+def helper_closure(names: Sequence[str]) -> List[str]:
+    """``names`` with every helper they call, directly or not, in emission order (a helper is registered
+    after the helpers it calls, so registration order puts dependencies first)."""
+    out: List[str] = []
+
+    def add(h: str) -> None:
+        if h not in out:
+            out.append(h)
+            for d in HELPER_DEPS.get(h, ()):
+                add(d)
+
+    for h in names:
+        add(h)
+    order = ["act", *HELPERS]
+    return sorted(out, key=order.index)
 
 
 # --- the generator interface --------------------------------------------------------------------

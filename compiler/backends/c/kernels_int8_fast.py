@@ -209,7 +209,8 @@ static inline __m256i edgec_q8_rdbpot8(__m256i s, __m256i e, __m256i mask, __m25
     return _mm256_sub_epi32(_mm256_srav_epi32(s, e), up);
 }
 /* 8 lanes of requant(x), before the output zero point (x: the accumulators with the bias); the outputs are
-   edgec_q8_out16 of two such vectors. kind: EDGEC_Q8_KIND of the layer (a literal: 1 and 2 fix the mode). */
+   edgec_q8_out16 of two such vectors. kind: rqflags >> 1 of the layer (kernels_int8_fast.requant_flags; 0: the
+   mode of q, 1 or 2: that mode, a constant in the kernel's clone). */
 EDGEC_Q8_INLINE __m256i edgec_q8_rqv8(__m256i x, const edgec_q8_rqv* q, int kind)
 {
     __m256i r;
@@ -230,11 +231,10 @@ EDGEC_Q8_INLINE __m256i edgec_q8_rqv8(__m256i x, const edgec_q8_rqv* q, int kind
     }
     return r;
 }
-/* The int8 outputs clamp(r + zy) of two vectors of edgec_q8_rqv8 (same zy and bounds), in the lane order of
-   vpackssdw then vpacksswb: {a0-3, b0-3, a4-7, b4-7} as bytes 0-7 | 8-15 of the result's two halves taken
-   as v = packs(lo128(w), hi128(w)): a0-3 b0-3 | a4-7 b4-7 -> bytes a0-3 b0-3 a4-7 b4-7. The zero point is added
-   to the int16 lanes with saturation: sat8(sat16(sat16(r) + zy)) = sat8(r + zy) for |zy| <= 128, so the clamp
-   to int8 is the packs' own and [lo, hi] costs two instructions per 16 outputs only when it is narrower. */
+/* The 16 int8 outputs clamp(r + zy) of two vectors a, b of edgec_q8_rqv8 (same zy and bounds), as bytes
+   a0-3 b0-3 a4-7 b4-7 (the packs' lane order). The zero point is added to the int16 lanes with saturation:
+   sat8(sat16(sat16(r) + zy)) = sat8(r + zy) for |zy| <= 128, so the clamp to int8 is the packs' own and
+   [lo, hi] costs two instructions per 16 outputs only when it is narrower. */
 EDGEC_Q8_INLINE __m128i edgec_q8_out16(__m256i a, __m256i b, const edgec_q8_rqv* q, int kind)
 {
     const __m256i w = _mm256_adds_epi16(_mm256_packs_epi32(a, b), q->zy16);
@@ -437,12 +437,10 @@ EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t*
         }
         return;
     }
-    const long oh0 = j0 / OW, ow0 = j0 - oh0 * OW, sw = p->sw; /* the panel's first pixel */
-    const long ihs = oh0 * p->sh - p->ph, iws = ow0 * sw - p->pw;
-    if (nj == EDGEC_Q8_NR && ow0 + EDGEC_Q8_NR <= OW && ihs >= 0 && ihs + (KH - 1) * p->dh < H && iws >= 0 &&
-        iws + (EDGEC_Q8_NR - 1) * sw + (KW - 1) * p->dw < W) {
-        /* the common case: 16 pixels of one output row, every window inside the input: strided copies */
-        const int8_t* restrict xb = x + ihs * W + iws;
+    const long oh0 = j0 / OW, ow0 = j0 - oh0 * OW, sh = p->sh, sw = p->sw; /* the panel's first pixel */
+    if (nj == EDGEC_Q8_NR && ow0 + EDGEC_Q8_NR <= OW) {
+        /* the common case: 16 pixels of one output row: strided copies */
+        const int8_t* restrict xb = x + oh0 * sh * W + ow0 * sw;
 #if EDGEC_Q8_AVX2
         const int wide = (xb - x) + koff[K0 - 1] + 31 < C * HW; /* 32-byte reads stay inside the input */
 #endif
@@ -477,18 +475,15 @@ EDGEC_Q8_FN void edgec_q8_pack_panel(const edgec_q_conv_params* p, const int8_t*
         }
         return;
     }
-    long ih0[EDGEC_Q8_NR] = {0}, iw0[EDGEC_Q8_NR] = {0}; /* general: window origins of the panel's pixels */
-    for (long j = 0, oh = oh0, ow = ow0; j < nj; ++j) {
-        ih0[j] = oh * p->sh - p->ph;
-        iw0[j] = ow * sw - p->pw;
+    /* panels across output rows (or the last, partial one): gathers from the pixels' window origins */
+    const int8_t* xj[EDGEC_Q8_NR];
+    for (long j = 0, oh = oh0, ow = ow0; j < EDGEC_Q8_NR; ++j) {
+        xj[j] = j < nj ? x + oh * sh * W + ow * sw : x; /* (past nj: unread) */
         if (++ow == OW) {
             ow = 0;
             ++oh;
         }
     }
-    /* panels across output rows: gathers (every window is inside the input, see the precondition) */
-    const int8_t* xj[EDGEC_Q8_NR];
-    for (long j = 0; j < EDGEC_Q8_NR; ++j) xj[j] = x + ih0[j] * W + iw0[j]; /* (past nj: x, unread) */
     for (long kk = 0; kk < K2; ++kk) {
         const long o0 = koff[2 * kk], o1 = koff[2 * kk + 1];
         const int16_t m = 2 * kk + 1 < K0;
